@@ -1,0 +1,34 @@
+# One command to set up and open the console; one to set up and run the tests.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint screenshots bench clean setup
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[test]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/syncbridge
+
+test: $(STAMP)
+	$(BIN)/ruff check core syncbridge_tui tests bench
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check core syncbridge_tui tests bench
+
+screenshots: $(STAMP)
+	$(BIN)/python -m syncbridge_tui.screenshots screenshots
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache syncbridge.db syncbridge.db-wal syncbridge.db-shm

@@ -1,0 +1,73 @@
+"""Settings, read from SYNCBRIDGE_* environment variables (and overridden by CLI flags)."""
+
+from __future__ import annotations
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class SettingsError(ValueError):
+    """A setting is invalid; the message is one line naming it."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SYNCBRIDGE_", extra="ignore", frozen=True)
+
+    database_url: str = "sqlite:///syncbridge.db"
+    max_retries: int = Field(3, ge=0, le=100)
+    job_backoff_seconds_base: float = Field(1.0, ge=0, le=3600)
+    job_backoff_seconds_cap: float = Field(60.0, ge=0, le=86400)
+    # Fraction of the delay that may be randomly shaved off, so retries of many jobs
+    # that failed together do not hit the upstream together again.
+    job_backoff_jitter: float = Field(0.0, ge=0, le=1)
+    lease_seconds: float = Field(30.0, gt=0, le=86400)
+    concurrency: int = Field(8, ge=1, le=1024)
+    poll_seconds: float = Field(0.2, gt=0, le=60)
+    shutdown_timeout_seconds: float = Field(10.0, ge=0, le=3600)
+    http_timeout_seconds: float = Field(10.0, gt=0, le=600)
+    crm_url: str | None = None
+    billing_url: str | None = None
+    log_file: str | None = None
+    log_level: str = "info"
+
+    @field_validator("database_url")
+    @classmethod
+    def _url_scheme(cls, value: str) -> str:
+        if not value.startswith(("sqlite:", "sqlite+", "postgresql:", "postgresql+")):
+            raise ValueError("must start with sqlite:// or postgresql+psycopg://")
+        return value
+
+    @field_validator("crm_url", "billing_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        if value.lower() not in {"debug", "info", "warning", "error"}:
+            raise ValueError("must be one of debug, info, warning, error")
+        return value.lower()
+
+    @property
+    def max_attempts(self) -> int:
+        return self.max_retries + 1
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from the environment plus explicit overrides (None values ignored).
+
+    Raises SettingsError with one line naming the offending setting.
+    """
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**clean)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = str(err["loc"][0]) if err["loc"] else "?"
+        name = f"SYNCBRIDGE_{field.upper()}"
+        raise SettingsError(f"bad setting {name}: {err['msg']}") from None

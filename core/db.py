@@ -1,0 +1,177 @@
+"""Engine, transactions and every dialect difference (SQLite vs PostgreSQL) in one place."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Insert, Table, create_engine, event, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
+from sqlalchemy.pool import NullPool
+
+NOTIFY_CHANNEL = "syncbridge_jobs"
+
+
+class DatabaseError(RuntimeError):
+    """The database is unreachable or the URL is unusable; the message is one line."""
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password replaced, for headers and logs."""
+    return re.sub(r"(//[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+class Database:
+    """One engine plus the transaction helpers the engine code uses.
+
+    `write()` on SQLite opens `BEGIN IMMEDIATE`, so a writer takes the file's write lock
+    before it reads what it will change: two processes can never both claim one job.
+    `read()` opens a deferred transaction that never blocks writers (WAL).
+    """
+
+    def __init__(self, url: str, *, pool_size: int = 8) -> None:
+        self.url = url
+        try:
+            parsed = make_url(url)
+        except ArgumentError:
+            raise DatabaseError(f"malformed database URL: {mask_url(url)}") from None
+        self.dialect = parsed.get_backend_name()
+        if self.dialect not in ("sqlite", "postgresql"):
+            raise DatabaseError(f"unsupported database {self.dialect!r} (use sqlite or postgresql)")
+        if self.dialect == "postgresql" and parsed.drivername == "postgresql":
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        try:
+            if self.dialect == "sqlite":
+                self.engine = self._sqlite_engine(parsed)
+            else:
+                self.engine = create_engine(
+                    parsed,
+                    pool_size=pool_size,
+                    max_overflow=pool_size,
+                    pool_pre_ping=True,
+                    pool_recycle=1800,
+                    connect_args={"connect_timeout": 5, "prepare_threshold": 1},
+                )
+        except (NoSuchModuleError, ArgumentError, ImportError) as exc:
+            raise DatabaseError(f"cannot use database URL {mask_url(url)}: {exc}") from None
+        self._read_engine = self.engine.execution_options(sqlite_begin="DEFERRED")
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.dialect == "postgresql"
+
+    @property
+    def display_url(self) -> str:
+        return mask_url(self.url)
+
+    def _sqlite_engine(self, parsed: Any) -> Engine:
+        database = parsed.database
+        if database and database != ":memory:":
+            folder = Path(database).expanduser().resolve().parent
+            if not folder.is_dir():
+                raise DatabaseError(f"database folder does not exist: {folder}")
+        engine = create_engine(
+            parsed,
+            poolclass=NullPool if database in (None, "", ":memory:") else None,
+            connect_args={"check_same_thread": False, "timeout": 30},
+        )
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            # Take transaction control from the sqlite3 module so BEGIN is ours to emit.
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            mode = conn.get_execution_options().get("sqlite_begin", "IMMEDIATE")
+            conn.exec_driver_sql(f"BEGIN {mode}")
+
+        return engine
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        with wrap_errors(), self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        with wrap_errors(), self._read_engine.begin() as conn:
+            yield conn
+
+    def insert(self, table: Table) -> Insert:
+        """A dialect INSERT that supports ON CONFLICT DO NOTHING."""
+        if self.is_postgres:
+            return postgresql.insert(table)
+        return sqlite.insert(table)
+
+    def notify(self, conn: Connection) -> None:
+        """Wake idle workers: NOTIFY on PostgreSQL (delivered at commit), in-process always."""
+        if self.is_postgres:
+            conn.execute(text("SELECT pg_notify(:c, '')"), {"c": NOTIFY_CHANNEL})
+        local_wakeup.fire()
+
+    def ping(self) -> None:
+        with self.read() as conn:
+            conn.execute(text("SELECT 1"))
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+@contextmanager
+def wrap_errors() -> Iterator[None]:
+    try:
+        yield
+    except OperationalError as exc:
+        msg = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        raise DatabaseError(f"database error: {msg}") from exc
+    except DBAPIError as exc:
+        if exc.connection_invalidated:
+            msg = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+            raise DatabaseError(f"database connection lost: {msg}") from exc
+        raise
+
+
+class LocalWakeup:
+    """In-process wake-up for workers sharing a process with the enqueuer (SQLite, console)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._callbacks: list[Callable[[], None]] = []
+
+    def subscribe(self, callback: Callable[[], None]) -> Callable[[], None]:
+        with self._lock:
+            self._callbacks.append(callback)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if callback in self._callbacks:
+                    self._callbacks.remove(callback)
+
+        return unsubscribe
+
+    def fire(self) -> None:
+        with self._lock:
+            callbacks = list(self._callbacks)
+        for cb in callbacks:
+            cb()
+
+
+local_wakeup = LocalWakeup()
+
+
+def chunks(seq: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(seq), size):
+        yield seq[i : i + size]

@@ -1,0 +1,1 @@
+"""CRM and Billing over httpx: typed errors, response classification, the mock upstream."""

@@ -1,0 +1,42 @@
+"""Typed sync errors. `retryable` decides between backoff and a final `failed`."""
+
+from __future__ import annotations
+
+
+class SyncError(Exception):
+    retryable = False
+
+    def __init__(self, message: str, *, http_status: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.http_status = http_status
+
+    @property
+    def error_type(self) -> str:
+        return type(self).__name__
+
+
+class RetryableError(SyncError):
+    """Raise from a handler for any transient failure of your own."""
+
+    retryable = True
+
+
+class UpstreamTimeout(RetryableError):
+    """No answer, a 5xx, a timeout or a broken connection."""
+
+
+class UpstreamRateLimited(RetryableError):
+    def __init__(
+        self, message: str, *, http_status: int | None = 429, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, http_status=http_status)
+        self.retry_after = retry_after
+
+
+class NotFound(SyncError):
+    """The upstream says the entity does not exist (404)."""
+
+
+class ValidationError(SyncError):
+    """The upstream's answer, or the job's input, cannot be used as it is."""

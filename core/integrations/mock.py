@@ -1,0 +1,198 @@
+"""The demo CRM and Billing: an httpx transport in-process, or real HTTP on loopback.
+
+Routes (the CRM under /crm, Billing under /billing when served together):
+  GET /crm/customers/{id}      GET /crm/invoices/{id}
+  PUT /billing/customers/{id}  PUT /billing/invoices/{id}
+  GET /_stats                  Billing writes counted per correlation id (tests)
+
+Scenario ids are deterministic so tests and screenshots are stable; see SCENARIOS.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import unquote
+
+import httpx
+
+# (entity id, expected final status, what happens) — documented in the README, used by `demo`.
+SCENARIOS: list[tuple[str, str, str, str]] = [
+    ("customer", "c_1001", "success", "CRM and Billing answer 200"),
+    ("invoice", "i_2001", "success", "CRM and Billing answer 200"),
+    ("customer", "c_flaky", "success", "CRM answers 503 twice, then 200"),
+    ("invoice", "i_flaky", "success", "CRM answers 503 twice, then 200"),
+    ("customer", "c_1002", "dead", "Billing answers 429 Retry-After: 1 every time"),
+    ("invoice", "i_2002", "dead", "Billing answers 429 Retry-After: 1 every time"),
+    ("customer", "c_missing", "failed", "CRM answers 404 (NotFound)"),
+    ("customer", "c_invalid", "failed", "CRM answers a record that fails validation"),
+]
+
+_KNOWN = re.compile(r"^[ci]_\d+$")
+_FLAKY_FAILURES = 2
+
+# Fault ids for the reliability tests: CRM answers these for any job type.
+_STATUS_FAULTS = {
+    "x_500": (500, {}),
+    "x_502": (502, {}),
+    "x_503": (503, {}),
+    "x_504": (504, {}),
+    "x_429": (429, {"Retry-After": "2"}),
+    "x_429_none": (429, {}),
+    "x_429_bad": (429, {"Retry-After": "soon-ish"}),
+    "x_400": (400, {}),
+}
+
+
+@dataclass
+class Reply:
+    status: int
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def json(cls, status: int, data: Any, headers: dict[str, str] | None = None) -> Reply:
+        return cls(status, json.dumps(data).encode(), {"Content-Type": "application/json",
+                                                        **(headers or {})})
+
+
+class MockUpstream:
+    """Stateful fake of both upstreams; thread-safe so one server can serve many workers."""
+
+    def __init__(self, *, slow_seconds: float = 3.0) -> None:
+        self._lock = threading.Lock()
+        self._flaky_calls: Counter[str] = Counter()
+        self.billing_writes: Counter[str] = Counter()  # correlation id -> successful writes
+        self.requests = 0
+        self.slow_seconds = slow_seconds
+
+    def handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Reply:
+        with self._lock:
+            self.requests += 1
+        parts = [unquote(p) for p in path.split("?")[0].strip("/").split("/")]
+        correlation = headers.get("x-correlation-id", "")
+        if parts == ["_stats"]:
+            with self._lock:
+                return Reply.json(200, {"billing_writes": dict(self.billing_writes),
+                                        "requests": self.requests})
+        if len(parts) == 3 and parts[0] == "crm" and method == "GET":
+            return self._crm(parts[1], parts[2], correlation)
+        if len(parts) == 3 and parts[0] == "billing" and method == "PUT":
+            return self._billing(parts[1], parts[2], correlation, body)
+        return Reply.json(404, {"error": f"no route {method} {path}"})
+
+    def _crm(self, kind: str, entity: str, correlation: str) -> Reply:
+        if kind not in ("customers", "invoices"):
+            return Reply.json(404, {"error": "unknown collection"})
+        fault = self._fault(entity)
+        if fault is not None:
+            return fault
+        if entity.endswith("_flaky"):
+            with self._lock:
+                key = correlation or entity
+                self._flaky_calls[key] += 1
+                calls = self._flaky_calls[key]
+            if calls <= _FLAKY_FAILURES:
+                return Reply.json(503, {"error": "CRM temporarily unavailable"})
+        if entity == "c_invalid":
+            return Reply.json(200, {"id": entity, "name": "", "email": "not-an-email",
+                                    "currency": "EURO"})
+        if not (_KNOWN.match(entity) or entity in ("c_flaky", "i_flaky")):
+            return Reply.json(404, {"error": f"{kind[:-1]} {entity} not found"})
+        if kind == "customers":
+            return Reply.json(200, {"id": entity, "name": f"Customer {entity}",
+                                    "email": f"{entity}@example.com", "currency": "EUR"})
+        digits = "".join(ch for ch in entity if ch.isdigit()) or "0"
+        return Reply.json(200, {"id": entity, "customer_id": "c_1001",
+                                "amount_cents": 1000 + int(digits) % 100000, "currency": "EUR"})
+
+    def _billing(self, kind: str, entity: str, correlation: str, body: bytes) -> Reply:
+        if entity in ("c_1002", "i_2002"):
+            return Reply.json(429, {"error": "rate limited"}, {"Retry-After": "1"})
+        try:
+            json.loads(body or b"null")
+        except ValueError:
+            return Reply.json(400, {"error": "invalid JSON"})
+        with self._lock:
+            self.billing_writes[correlation or entity] += 1
+        return Reply.json(200, {"billing_id": f"bill_{kind[0]}_{entity}", "status": "synced"})
+
+    def _fault(self, entity: str) -> Reply | None:
+        if entity in _STATUS_FAULTS:
+            status, headers = _STATUS_FAULTS[entity]
+            return Reply.json(status, {"error": f"injected {status}"}, headers)
+        if entity == "x_slow":
+            time.sleep(self.slow_seconds)
+            return Reply.json(200, {"id": entity, "name": "Slow", "email": "s@example.com",
+                                    "currency": "EUR"})
+        if entity == "x_badjson":
+            return Reply(200, b"{not json", {"Content-Type": "application/json"})
+        if entity == "x_huge":
+            return Reply(200, b"[" + b"0," * (1 << 20) + b"0]", {"Content-Type": "application/json"})
+        if entity == "x_markup":
+            return Reply.json(400, {"error": "[bold red]BOOM[/] [link=http://x]click[/link] "
+                                    "\x1b[31mred\x1b[0m"})
+        return None
+
+    # --- transports -------------------------------------------------------------------------
+
+    def transport(self) -> httpx.MockTransport:
+        """An httpx transport answering in-process (give clients a /crm or /billing base)."""
+
+        def handler(request: httpx.Request) -> httpx.Response:
+            headers = {k.lower(): v for k, v in request.headers.items()}
+            reply = self.handle(request.method, request.url.raw_path.decode(),
+                                headers, request.content)
+            return httpx.Response(reply.status, content=reply.body, headers=reply.headers)
+
+        return httpx.MockTransport(handler)
+
+    def serve(self, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
+        """A real HTTP server on loopback (not started: call serve_forever or use a thread)."""
+        server = ThreadingHTTPServer((host, port), _make_handler(self.handle))
+        server.daemon_threads = True
+        return server
+
+
+def _make_handler(
+    handle: Callable[[str, str, dict[str, str], bytes], Reply],
+) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _dispatch(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            reply = handle(self.command, self.path, headers, body)
+            self.send_response(reply.status)
+            for key, value in reply.headers.items():
+                self.send_header(key, value)
+            self.send_header("Content-Length", str(len(reply.body)))
+            self.end_headers()
+            self.wfile.write(reply.body)
+
+        do_GET = do_PUT = do_POST = _dispatch
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # the worker logs every attempt; the mock stays quiet
+
+    return Handler
+
+
+def serve_in_thread(mock: MockUpstream | None = None, port: int = 0) -> tuple[
+    MockUpstream, ThreadingHTTPServer, str
+]:
+    """Start a loopback server in a daemon thread; returns (mock, server, base URL)."""
+    mock = mock or MockUpstream()
+    server = mock.serve(port=port)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    host, bound = server.server_address[:2]
+    return mock, server, f"http://{host}:{bound}"

@@ -1,0 +1,77 @@
+"""structlog configuration: JSON lines, correlation ids bound per job, optional in-process
+sinks (the console's log pane subscribes to one)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from collections.abc import Callable, MutableMapping
+from typing import Any, TextIO
+
+import structlog
+
+Sink = Callable[[MutableMapping[str, Any]], None]
+_sinks: list[Sink] = []
+_sinks_lock = threading.Lock()
+_LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
+
+
+def add_sink(sink: Sink) -> Callable[[], None]:
+    """Receive every event dict (after level filtering); returns an unsubscribe function."""
+    with _sinks_lock:
+        _sinks.append(sink)
+
+    def remove() -> None:
+        with _sinks_lock:
+            if sink in _sinks:
+                _sinks.remove(sink)
+
+    return remove
+
+
+def _fan_out(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    if _sinks:
+        with _sinks_lock:
+            sinks = list(_sinks)
+        for sink in sinks:
+            sink(dict(event))
+    return event
+
+
+def configure(*, level: str = "info", stream: TextIO | None = None,
+              log_file: str | None = None, quiet: bool = False) -> None:
+    """JSON lines to `log_file` if given, else to `stream` (stderr); `quiet` writes nowhere
+    (sinks still receive events)."""
+    if log_file:
+        out: TextIO | None = open(log_file, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
+    elif quiet:
+        out = None
+    else:
+        out = stream or sys.stderr
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _fan_out,
+    ]
+    if out is None:
+        processors.append(_drop)
+        factory: Any = structlog.ReturnLoggerFactory()
+    else:
+        processors.append(structlog.processors.JSONRenderer())
+        factory = structlog.WriteLoggerFactory(file=out)
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.INFO)),
+        logger_factory=factory,
+        cache_logger_on_first_use=False,
+    )
+
+
+def _drop(_logger: Any, _method: str, _event: MutableMapping[str, Any]) -> str:
+    return ""
+
+
+def get_logger(**bound: Any) -> Any:
+    return structlog.get_logger("syncbridge").bind(**bound)

@@ -1,0 +1,173 @@
+"""Tables: jobs, their attempts, worker heartbeats and the operator audit log.
+
+The hot path uses these tables through SQLAlchemy Core (`Model.__table__`); the ORM
+classes serve the operator reads and the migrations' autogenerate.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+PENDING = "pending"
+RUNNING = "running"
+SUCCESS = "success"
+FAILED = "failed"
+DEAD = "dead"
+CANCELED = "canceled"
+
+STATUSES = (PENDING, RUNNING, SUCCESS, FAILED, DEAD, CANCELED)
+ACTIVE_STATUSES = (PENDING, RUNNING)
+FINISHED_STATUSES = (SUCCESS, FAILED, DEAD, CANCELED)
+
+# Attempt outcomes.
+OUTCOME_RUNNING = "running"
+OUTCOME_SUCCESS = "success"
+OUTCOME_RETRY = "retry"  # retryable error, job rescheduled
+OUTCOME_DEAD = "dead"  # retryable error, budget spent
+OUTCOME_FAILED = "failed"  # non-retryable error
+OUTCOME_LEASE_EXPIRED = "lease_expired"  # worker vanished; recovered by another worker
+OUTCOME_LEASE_LOST = "lease_lost"  # worker came back too late; its result was discarded
+OUTCOME_CANCELED = "canceled"  # operator canceled the job while it ran
+OUTCOME_RELEASED = "released"  # worker shut down before finishing; budget refunded
+
+_ACTIVE_SQL = "status IN ('pending', 'running')"
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class SyncJob(Base):
+    __tablename__ = "sync_jobs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_type: Mapped[str] = mapped_column(String(64))
+    entity_id: Mapped[str] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(16))
+    payload: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    correlation_id: Mapped[str] = mapped_column(String(64))
+    attempt_count: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer)
+    next_run_at: Mapped[float] = mapped_column(Double)
+    lease_owner: Mapped[str | None] = mapped_column(String(160), nullable=True)
+    # Incremented by every claim; every write a worker makes is conditional on it.
+    lease_token: Mapped[int] = mapped_column(Integer, default=0)
+    lease_acquired_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+    lease_expires_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    last_error_type: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    dead_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    dead_error_type: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    is_replay: Mapped[bool] = mapped_column(Boolean, default=False)
+    replay_of_job_id: Mapped[int | None] = mapped_column(
+        ForeignKey("sync_jobs.id"), nullable=True
+    )
+    replay_of_attempt_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[float] = mapped_column(Double)
+    updated_at: Mapped[float] = mapped_column(Double)
+    finished_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+
+    __table_args__ = (
+        # Idempotency lives in the database: at most one active job per entity.
+        Index(
+            "uq_sync_jobs_active_entity",
+            "job_type",
+            "entity_id",
+            unique=True,
+            sqlite_where=text(_ACTIVE_SQL),
+            postgresql_where=text(_ACTIVE_SQL),
+        ),
+        # The claim: due pending jobs in next_run_at order.
+        Index(
+            "ix_sync_jobs_due",
+            "next_run_at",
+            sqlite_where=text("status = 'pending'"),
+            postgresql_where=text("status = 'pending'"),
+        ),
+        # Lease recovery: running jobs by expiry.
+        Index(
+            "ix_sync_jobs_lease",
+            "lease_expires_at",
+            sqlite_where=text("status = 'running'"),
+            postgresql_where=text("status = 'running'"),
+        ),
+        # The console: newest first, filtered by status / type.
+        Index("ix_sync_jobs_status_id", "status", "id"),
+        Index("ix_sync_jobs_type_id", "job_type", "id"),
+        Index("ix_sync_jobs_entity", "entity_id"),
+        Index("ix_sync_jobs_correlation", "correlation_id"),
+        Index("ix_sync_jobs_replay_of", "replay_of_job_id"),
+        Index("ix_sync_jobs_finished_at", "finished_at"),
+    )
+
+
+class SyncJobAttempt(Base):
+    __tablename__ = "sync_job_attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("sync_jobs.id", ondelete="CASCADE"))
+    # The claim's lease token doubles as the attempt's ordinal number within its job.
+    number: Mapped[int] = mapped_column(Integer)
+    worker_id: Mapped[str] = mapped_column(String(160))
+    started_at: Mapped[float] = mapped_column(Double)
+    finished_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+    duration_ms: Mapped[float | None] = mapped_column(Double, nullable=True)
+    outcome: Mapped[str] = mapped_column(String(16))
+    error_type: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    http_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+    __table_args__ = (
+        Index("uq_attempts_job_number", "job_id", "number", unique=True),
+        Index("ix_attempts_finished_at", "finished_at"),
+    )
+
+
+class Worker(Base):
+    __tablename__ = "sync_workers"
+
+    id: Mapped[str] = mapped_column(String(160), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[float] = mapped_column(Double)
+    last_seen_at: Mapped[float] = mapped_column(Double)
+    state: Mapped[str] = mapped_column(String(16))  # running | paused | stopping | stopped
+    concurrency: Mapped[int] = mapped_column(Integer)
+    in_flight: Mapped[int] = mapped_column(Integer, default=0)
+    processed: Mapped[int] = mapped_column(Integer, default=0)
+
+    __table_args__ = (Index("ix_workers_last_seen", "last_seen_at"),)
+
+
+class AuditEvent(Base):
+    __tablename__ = "sync_audit_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[float] = mapped_column(Double)
+    actor: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(32))
+    job_id: Mapped[int] = mapped_column(Integer)
+    new_job_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    detail: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    __table_args__ = (Index("ix_audit_job", "job_id"),)
+
+
+jobs_t = SyncJob.__table__
+attempts_t = SyncJobAttempt.__table__
+workers_t = Worker.__table__
+audit_t = AuditEvent.__table__

@@ -1,0 +1,596 @@
+"""The queue: idempotent enqueue, fenced claims, lease upkeep, completions, reads.
+
+Every function takes a `Database` and runs its own transaction(s). Every write a worker
+makes about a job is conditional on `(id, lease_token, status='running')`, so a worker that
+lost its lease changes nothing.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    delete,
+    exists,
+    func,
+    literal,
+    or_,
+    select,
+    tuple_,
+    update,
+)
+
+from core import clock
+from core.db import Database
+from core.models import (
+    ACTIVE_STATUSES,
+    DEAD,
+    FAILED,
+    OUTCOME_DEAD,
+    OUTCOME_FAILED,
+    OUTCOME_LEASE_EXPIRED,
+    OUTCOME_LEASE_LOST,
+    OUTCOME_RELEASED,
+    OUTCOME_RETRY,
+    OUTCOME_RUNNING,
+    OUTCOME_SUCCESS,
+    PENDING,
+    RUNNING,
+    STATUSES,
+    SUCCESS,
+    attempts_t,
+    jobs_t,
+    workers_t,
+)
+from core.records import Attempt, ClaimedJob, Completion, Job, WorkerInfo
+
+MAX_ENTITY_ID_LENGTH = 128
+_ACTIVE_WHERE = jobs_t.c.status.in_(ACTIVE_STATUSES)
+
+
+class InvalidInput(ValueError):
+    """Bad input from a person or a script; the message is one line."""
+
+
+class DuplicateJob(Exception):
+    def __init__(self, existing_id: int, job_type: str, entity_id: str) -> None:
+        super().__init__(
+            f"an active {job_type} job for {entity_id!r} already exists: job {existing_id}"
+        )
+        self.existing_id = existing_id
+
+
+@dataclass(slots=True)
+class EnqueueResult:
+    job_id: int
+    created: bool
+    entity_id: str
+
+
+def validate_entity_id(entity_id: object) -> str:
+    if not isinstance(entity_id, str):
+        raise InvalidInput("entity id must be text")
+    if not entity_id or not entity_id.strip():
+        raise InvalidInput("entity id must not be empty")
+    if len(entity_id) > MAX_ENTITY_ID_LENGTH:
+        raise InvalidInput(f"entity id is longer than {MAX_ENTITY_ID_LENGTH} characters")
+    if entity_id != entity_id.strip():
+        raise InvalidInput("entity id must not start or end with white space")
+    for ch in entity_id:
+        if unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"):
+            raise InvalidInput(f"entity id contains a control character (U+{ord(ch):04X})")
+    return entity_id
+
+
+def validate_job_type(job_type: object, known: Iterable[str]) -> str:
+    known = list(known)
+    if not isinstance(job_type, str) or job_type not in known:
+        raise InvalidInput(f"unknown job type {job_type!r} (known: {', '.join(known)})")
+    return job_type
+
+
+def new_correlation_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _job_values(job_type: str, entity_id: str, *, payload: dict[str, Any] | None,
+                max_attempts: int, correlation_id: str | None, now: float) -> dict[str, Any]:
+    return {
+        "job_type": job_type,
+        "entity_id": entity_id,
+        "status": PENDING,
+        "payload": payload,
+        "correlation_id": correlation_id or new_correlation_id(),
+        "attempt_count": 0,
+        "max_attempts": max_attempts,
+        "next_run_at": now,
+        "lease_token": 0,
+        "is_replay": False,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def _active_job_id(conn: Connection, job_type: str, entity_id: str) -> int | None:
+    return conn.execute(
+        select(jobs_t.c.id).where(
+            jobs_t.c.job_type == job_type, jobs_t.c.entity_id == entity_id, _ACTIVE_WHERE
+        )
+    ).scalar()
+
+
+def enqueue(
+    db: Database,
+    job_type: str,
+    entity_id: str,
+    *,
+    known_types: Iterable[str],
+    max_attempts: int,
+    payload: dict[str, Any] | None = None,
+    correlation_id: str | None = None,
+) -> EnqueueResult:
+    """Enqueue one job; a duplicate of an active job answers with that job's id."""
+    return enqueue_many(db, job_type, [entity_id], known_types=known_types,
+                        max_attempts=max_attempts, payload=payload,
+                        correlation_id=correlation_id)[0]
+
+
+def enqueue_many(
+    db: Database,
+    job_type: str,
+    entity_ids: Sequence[str],
+    *,
+    known_types: Iterable[str],
+    max_attempts: int,
+    payload: dict[str, Any] | None = None,
+    correlation_id: str | None = None,
+    chunk: int = 1000,
+) -> list[EnqueueResult]:
+    """Enqueue many entities of one type in few statements; idempotency is the index's.
+
+    Every id is validated before anything is written, so bad input writes nothing.
+    """
+    validate_job_type(job_type, known_types)
+    ids = [validate_entity_id(e) for e in entity_ids]
+    if correlation_id is not None and len(ids) > 1:
+        raise InvalidInput("a correlation id can only be given for a single job")
+    if correlation_id is not None and (not correlation_id or len(correlation_id) > 64):
+        raise InvalidInput("correlation id must be 1 to 64 characters")
+    results: dict[str, EnqueueResult] = {}
+    unique = list(dict.fromkeys(ids))
+    for attempt in range(5):
+        todo = [e for e in unique if e not in results]
+        if not todo:
+            break
+        now = clock.now()
+        with db.write() as conn:
+            for part in _chunks(todo, chunk):
+                rows = [_job_values(job_type, e, payload=payload, max_attempts=max_attempts,
+                                    correlation_id=correlation_id, now=now) for e in part]
+                stmt = (
+                    db.insert(jobs_t)
+                    .values(rows)
+                    .on_conflict_do_nothing(
+                        index_elements=["job_type", "entity_id"],
+                        index_where=_ACTIVE_WHERE,
+                    )
+                    .returning(jobs_t.c.id, jobs_t.c.entity_id)
+                )
+                for job_id, entity in conn.execute(stmt):
+                    results[entity] = EnqueueResult(job_id, True, entity)
+                missing = [e for e in part if e not in results]
+                if missing:
+                    existing = conn.execute(
+                        select(jobs_t.c.id, jobs_t.c.entity_id).where(
+                            jobs_t.c.job_type == job_type,
+                            jobs_t.c.entity_id.in_(missing),
+                            _ACTIVE_WHERE,
+                        )
+                    )
+                    for job_id, entity in existing:
+                        results[entity] = EnqueueResult(job_id, False, entity)
+            if any(r.created for r in results.values()):
+                db.notify(conn)
+        # Anything still missing collided with a job that finished between our insert and
+        # our read; the next round inserts it afresh.
+        if attempt == 4 and len(results) < len(unique):
+            raise RuntimeError("enqueue could not settle against concurrent writers")
+    return [results[e] for e in ids]
+
+
+def _chunks(seq: Sequence[str], size: int) -> Iterable[Sequence[str]]:
+    for i in range(0, len(seq), size):
+        yield seq[i : i + size]
+
+
+# --- the worker's side ------------------------------------------------------------------------
+
+_CLAIM_COLUMNS = (
+    jobs_t.c.id,
+    jobs_t.c.job_type,
+    jobs_t.c.entity_id,
+    jobs_t.c.payload,
+    jobs_t.c.correlation_id,
+    jobs_t.c.attempt_count,
+    jobs_t.c.max_attempts,
+    jobs_t.c.lease_token,
+)
+
+
+def claim(
+    db: Database,
+    worker_id: str,
+    limit: int,
+    *,
+    lease_seconds: float,
+    job_types: Sequence[str],
+) -> list[ClaimedJob]:
+    """Lease up to `limit` due jobs and open an attempt for each, in one transaction."""
+    if limit <= 0 or not job_types:
+        return []
+    now = clock.now()
+    due = (
+        select(jobs_t.c.id)
+        .where(jobs_t.c.status == PENDING, jobs_t.c.next_run_at <= now,
+               jobs_t.c.job_type.in_(job_types))
+        .order_by(jobs_t.c.next_run_at)
+        .limit(limit)
+    )
+    if db.is_postgres:
+        due = due.with_for_update(skip_locked=True)
+    stmt = (
+        update(jobs_t)
+        .where(jobs_t.c.id.in_(due.scalar_subquery()))
+        .values(
+            status=RUNNING,
+            lease_owner=worker_id,
+            lease_token=jobs_t.c.lease_token + 1,
+            attempt_count=jobs_t.c.attempt_count + 1,
+            lease_acquired_at=now,
+            lease_expires_at=now + lease_seconds,
+            updated_at=now,
+        )
+        .returning(*_CLAIM_COLUMNS)
+    )
+    with db.write() as conn:
+        rows = conn.execute(stmt).all()
+        if not rows:
+            return []
+        conn.execute(
+            attempts_t.insert(),
+            [{"job_id": r.id, "number": r.lease_token, "worker_id": worker_id,
+              "started_at": now, "outcome": OUTCOME_RUNNING} for r in rows],
+        )
+    jobs = [ClaimedJob(r.id, r.job_type, r.entity_id, r.payload, r.correlation_id,
+                       r.attempt_count, r.max_attempts, r.lease_token, now) for r in rows]
+    jobs.sort(key=lambda j: j.id)
+    return jobs
+
+
+def renew_leases(db: Database, worker_id: str, held: Mapping[int, int],
+                 lease_seconds: float) -> set[int]:
+    """Extend the leases this worker still holds; returns the ids it still holds."""
+    if not held:
+        return set()
+    now = clock.now()
+    stmt = (
+        update(jobs_t)
+        .where(
+            tuple_(jobs_t.c.id, jobs_t.c.lease_token).in_(list(held.items())),
+            jobs_t.c.status == RUNNING,
+            jobs_t.c.lease_owner == worker_id,
+        )
+        .values(lease_expires_at=now + lease_seconds)
+        .returning(jobs_t.c.id)
+    )
+    with db.write() as conn:
+        return set(conn.execute(stmt).scalars())
+
+
+def _job_update_for(c: Completion) -> dict[str, Any]:
+    base: dict[str, Any] = {"updated_at": c.finished_at, "lease_owner": None,
+                            "lease_expires_at": None}
+    if c.outcome == OUTCOME_SUCCESS:
+        base.update(status=SUCCESS, result=c.result, finished_at=c.finished_at)
+    elif c.outcome == OUTCOME_RETRY:
+        base.update(status=PENDING, next_run_at=c.next_run_at, last_error=c.error_message,
+                    last_error_type=c.error_type)
+    elif c.outcome == OUTCOME_DEAD:
+        base.update(status=DEAD, finished_at=c.finished_at, last_error=c.error_message,
+                    last_error_type=c.error_type, dead_error=c.error_message,
+                    dead_error_type=c.error_type)
+    elif c.outcome == OUTCOME_FAILED:
+        base.update(status=FAILED, finished_at=c.finished_at, last_error=c.error_message,
+                    last_error_type=c.error_type)
+    else:
+        raise ValueError(f"not a completion outcome: {c.outcome}")
+    return base
+
+
+def complete(db: Database, completions: Sequence[Completion]) -> list[bool]:
+    """Write a batch of attempt results in one transaction; each is fenced on its own.
+
+    Returns, per completion, whether it was applied. A fenced-out completion changes no job;
+    its attempt is marked `lease_lost` (unless an operator already closed it as canceled).
+    """
+    if not completions:
+        return []
+    applied: list[bool] = []
+    with db.write() as conn:
+        for c in completions:
+            res = conn.execute(
+                update(jobs_t)
+                .where(jobs_t.c.id == c.job_id, jobs_t.c.lease_token == c.lease_token,
+                       jobs_t.c.status == RUNNING)
+                .values(**_job_update_for(c))
+            )
+            ok = res.rowcount == 1
+            attempt = attempts_t.c
+            if ok:
+                conn.execute(
+                    update(attempts_t)
+                    .where(attempt.job_id == c.job_id, attempt.number == c.lease_token)
+                    .values(outcome=c.outcome, finished_at=c.finished_at,
+                            duration_ms=c.duration_ms, error_type=c.error_type,
+                            error_message=c.error_message, http_status=c.http_status)
+                )
+            else:
+                _mark_lease_lost(conn, c.job_id, c.lease_token, c.finished_at,
+                                 f"late result ({c.outcome}) discarded: lease lost",
+                                 c.duration_ms, c.http_status)
+            applied.append(ok)
+    return applied
+
+
+def _mark_lease_lost(conn: Connection, job_id: int, token: int, now: float, message: str,
+                     duration_ms: float | None = None, http_status: int | None = None) -> None:
+    attempt = attempts_t.c
+    conn.execute(
+        update(attempts_t)
+        .where(attempt.job_id == job_id, attempt.number == token,
+               attempt.outcome.in_((OUTCOME_RUNNING, OUTCOME_LEASE_EXPIRED)))
+        .values(outcome=OUTCOME_LEASE_LOST, finished_at=now, duration_ms=duration_ms,
+                error_type="LeaseLost", error_message=message, http_status=http_status)
+    )
+
+
+def abandon(db: Database, lost: Mapping[int, int], message: str) -> None:
+    """Record attempts whose lease this worker found lost (it stops them and writes nothing
+    else)."""
+    if not lost:
+        return
+    now = clock.now()
+    with db.write() as conn:
+        for job_id, token in lost.items():
+            _mark_lease_lost(conn, job_id, token, now, message)
+
+
+def release(db: Database, worker_id: str, held: Mapping[int, int]) -> int:
+    """Give back jobs a stopping worker could not finish, refunding their attempt."""
+    if not held:
+        return 0
+    now = clock.now()
+    released = 0
+    with db.write() as conn:
+        for job_id, token in held.items():
+            res = conn.execute(
+                update(jobs_t)
+                .where(jobs_t.c.id == job_id, jobs_t.c.lease_token == token,
+                       jobs_t.c.status == RUNNING, jobs_t.c.lease_owner == worker_id)
+                .values(status=PENDING, attempt_count=jobs_t.c.attempt_count - 1,
+                        lease_owner=None, lease_expires_at=None, next_run_at=now,
+                        updated_at=now)
+            )
+            if res.rowcount == 1:
+                released += 1
+                conn.execute(
+                    update(attempts_t)
+                    .where(attempts_t.c.job_id == job_id, attempts_t.c.number == token,
+                           attempts_t.c.outcome == OUTCOME_RUNNING)
+                    .values(outcome=OUTCOME_RELEASED, finished_at=now,
+                            error_type="Released",
+                            error_message="worker shut down before finishing; not counted")
+                )
+        if released:
+            db.notify(conn)
+    return released
+
+
+def recover_expired(db: Database, *, backoff: Any = None, limit: int = 200) -> list[tuple[int, str]]:
+    """Return expired leases to the queue (or the dead letters when the budget is spent).
+
+    The abandoned attempt is closed as `lease_expired` and counts against the budget, so a
+    job that kills its worker every time ends `dead` instead of looping forever.
+    """
+    now = clock.now()
+    candidates = (
+        select(jobs_t.c.id, jobs_t.c.lease_token, jobs_t.c.attempt_count,
+               jobs_t.c.max_attempts, jobs_t.c.lease_owner)
+        .where(jobs_t.c.status == RUNNING, jobs_t.c.lease_expires_at < now)
+        .order_by(jobs_t.c.lease_expires_at)
+        .limit(limit)
+    )
+    if db.is_postgres:
+        candidates = candidates.with_for_update(skip_locked=True)
+    recovered: list[tuple[int, str]] = []
+    with db.write() as conn:
+        for job_id, token, count, max_attempts, owner in conn.execute(candidates).all():
+            message = f"lease expired: worker {owner} stopped renewing it"
+            if count >= max_attempts:
+                values: dict[str, Any] = dict(
+                    status=DEAD, finished_at=now, dead_error=message,
+                    dead_error_type="LeaseExpired")
+            else:
+                delay = backoff(count) if backoff else 0.0
+                values = dict(status=PENDING, next_run_at=now + delay)
+            res = conn.execute(
+                update(jobs_t)
+                .where(jobs_t.c.id == job_id, jobs_t.c.lease_token == token,
+                       jobs_t.c.status == RUNNING)
+                .values(lease_owner=None, lease_expires_at=None, updated_at=now,
+                        last_error=message, last_error_type="LeaseExpired", **values)
+            )
+            if res.rowcount != 1:
+                continue
+            conn.execute(
+                update(attempts_t)
+                .where(attempts_t.c.job_id == job_id, attempts_t.c.number == token,
+                       attempts_t.c.outcome == OUTCOME_RUNNING)
+                .values(outcome=OUTCOME_LEASE_EXPIRED, finished_at=now,
+                        error_type="LeaseExpired", error_message=message)
+            )
+            recovered.append((job_id, values["status"]))
+        if any(status == PENDING for _, status in recovered):
+            db.notify(conn)
+    return recovered
+
+
+def is_drained(db: Database, job_types: Sequence[str] | None = None) -> bool:
+    """True when no job (of these types) is pending, scheduled or running."""
+    cond = [_ACTIVE_WHERE]
+    if job_types is not None:
+        cond.append(jobs_t.c.job_type.in_(job_types))
+    with db.read() as conn:
+        return not conn.execute(select(exists().where(*cond))).scalar()
+
+
+def next_due_at(db: Database, job_types: Sequence[str]) -> float | None:
+    with db.read() as conn:
+        return conn.execute(
+            select(func.min(jobs_t.c.next_run_at)).where(
+                jobs_t.c.status == PENDING, jobs_t.c.job_type.in_(job_types))
+        ).scalar()
+
+
+# --- worker heartbeats ------------------------------------------------------------------------
+
+def record_heartbeat(db: Database, info: WorkerInfo) -> None:
+    values = info.to_dict(iso_times=False)
+    with db.write() as conn:
+        res = conn.execute(
+            update(workers_t).where(workers_t.c.id == info.id).values(
+                last_seen_at=info.last_seen_at, state=info.state, in_flight=info.in_flight,
+                processed=info.processed, concurrency=info.concurrency)
+        )
+        if res.rowcount == 0:
+            conn.execute(workers_t.insert().values(**values))
+
+
+def list_workers(db: Database, *, limit: int = 200) -> list[WorkerInfo]:
+    with db.read() as conn:
+        rows = conn.execute(
+            select(workers_t).order_by(workers_t.c.last_seen_at.desc()).limit(limit)
+        ).all()
+    return [WorkerInfo.from_row(r) for r in rows]
+
+
+def prune_workers(db: Database, older_than: float) -> int:
+    with db.write() as conn:
+        return conn.execute(
+            delete(workers_t).where(workers_t.c.last_seen_at < older_than,
+                                    workers_t.c.state == "stopped")
+        ).rowcount
+
+
+# --- reads ------------------------------------------------------------------------------------
+
+@dataclass(slots=True)
+class JobFilter:
+    statuses: tuple[str, ...] = ()
+    job_type: str | None = None
+    search: str | None = None
+
+    def conditions(self) -> list[Any]:
+        cond: list[Any] = []
+        if self.statuses:
+            bad = [s for s in self.statuses if s not in STATUSES]
+            if bad:
+                raise InvalidInput(f"unknown status {bad[0]!r} (known: {', '.join(STATUSES)})")
+            cond.append(jobs_t.c.status.in_(self.statuses))
+        if self.job_type:
+            cond.append(jobs_t.c.job_type == self.job_type)
+        if self.search:
+            term = self.search.strip()
+            options = [jobs_t.c.entity_id == term, jobs_t.c.correlation_id == term]
+            if term.isdigit() and len(term) < 18:
+                options.append(jobs_t.c.id == int(term))
+            # Prefix matches use the entity and correlation indexes (no leading wildcard).
+            safe = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            options.append(jobs_t.c.entity_id.like(safe + "%", escape="\\"))
+            if len(term) >= 4:
+                options.append(jobs_t.c.correlation_id.like(safe + "%", escape="\\"))
+            cond.append(or_(*options))
+        return cond
+
+
+SORTS = {
+    "age": (jobs_t.c.id.desc(),),
+    "oldest": (jobs_t.c.id.asc(),),
+    "status": (jobs_t.c.status.asc(), jobs_t.c.id.desc()),
+    "type": (jobs_t.c.job_type.asc(), jobs_t.c.id.desc()),
+}
+
+
+def list_jobs(db: Database, flt: JobFilter | None = None, *, limit: int = 50, offset: int = 0,
+              sort: str = "age") -> list[Job]:
+    flt = flt or JobFilter()
+    if sort not in SORTS:
+        raise InvalidInput(f"unknown sort {sort!r} (known: {', '.join(SORTS)})")
+    stmt = select(jobs_t).where(*flt.conditions()).order_by(*SORTS[sort]).limit(limit)
+    if offset:
+        stmt = stmt.offset(offset)
+    with db.read() as conn:
+        return [Job.from_row(r) for r in conn.execute(stmt)]
+
+
+def count_jobs(db: Database, flt: JobFilter | None = None, *, cap: int | None = None) -> int:
+    """Rows matching the filter; with `cap`, counting stops there (cheap on huge tables)."""
+    flt = flt or JobFilter()
+    inner = select(literal(1)).select_from(jobs_t).where(*flt.conditions())
+    if cap is not None:
+        inner = inner.limit(cap)
+    with db.read() as conn:
+        return int(conn.execute(select(func.count()).select_from(inner.subquery())).scalar() or 0)
+
+
+def get_job(db: Database, job_id: int) -> Job | None:
+    with db.read() as conn:
+        row = conn.execute(select(jobs_t).where(jobs_t.c.id == job_id)).first()
+    return Job.from_row(row) if row else None
+
+
+def get_jobs(db: Database, job_ids: Sequence[int]) -> dict[int, Job]:
+    if not job_ids:
+        return {}
+    with db.read() as conn:
+        rows = conn.execute(select(jobs_t).where(jobs_t.c.id.in_(list(job_ids)))).all()
+    return {r.id: Job.from_row(r) for r in rows}
+
+
+def attempts_for(db: Database, job_id: int) -> list[Attempt]:
+    with db.read() as conn:
+        rows = conn.execute(
+            select(attempts_t).where(attempts_t.c.job_id == job_id)
+            .order_by(attempts_t.c.number)
+        ).all()
+    return [Attempt.from_row(r) for r in rows]
+
+
+def replays_of(db: Database, job_id: int) -> list[int]:
+    with db.read() as conn:
+        return list(conn.execute(
+            select(jobs_t.c.id).where(jobs_t.c.replay_of_job_id == job_id).order_by(jobs_t.c.id)
+        ).scalars())
+
+
+def attempts_in_flight(db: Database, worker_id: str) -> list[tuple[int, int]]:
+    with db.read() as conn:
+        return [(r.job_id, r.number) for r in conn.execute(
+            select(attempts_t.c.job_id, attempts_t.c.number).where(
+                attempts_t.c.worker_id == worker_id, attempts_t.c.outcome == OUTCOME_RUNNING))]
+

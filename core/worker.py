@@ -1,0 +1,413 @@
+"""The worker: claim in batches, run handlers concurrently, keep leases alive, write
+results in batches (each fenced), recover expired leases, shut down gracefully.
+
+Everything database-bound runs in a small thread pool so a slow or locked database never
+stalls the handlers' I/O; the worker itself is one asyncio task tree, so the console can
+run it in a background thread and the CLI in the main one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import socket
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, TypeVar
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from core import clock, queue
+from core.config import Settings
+from core.db import Database, DatabaseError, local_wakeup
+from core.executor import Backoff, execute
+from core.handlers import JobContext, Registry
+from core.handlers import registry as default_registry
+from core.integrations.clients import correlation_id_var, make_clients
+from core.integrations.mock import MockUpstream
+from core.logging import get_logger
+from core.models import OUTCOME_DEAD, OUTCOME_FAILED, OUTCOME_RETRY, OUTCOME_SUCCESS
+from core.records import ClaimedJob, Completion, WorkerInfo
+
+T = TypeVar("T")
+_DB_ERRORS = (DatabaseError, SQLAlchemyError, OSError)
+
+
+def make_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+@dataclass(slots=True)
+class WorkerStats:
+    processed: int = 0
+    succeeded: int = 0
+    retried: int = 0
+    failed: int = 0
+    dead: int = 0
+    lost: int = 0
+    released: int = 0
+    db_errors: int = 0
+
+
+class Worker:
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        *,
+        registry: Registry | None = None,
+        mock: MockUpstream | None = None,
+        worker_id: str | None = None,
+        concurrency: int | None = None,
+        start_paused: bool = False,
+    ) -> None:
+        self.db = db
+        self.settings = settings
+        self.registry = registry or default_registry
+        self.mock = mock
+        self.id = worker_id or make_worker_id()
+        self.concurrency = concurrency or settings.concurrency
+        self.backoff = Backoff(settings.job_backoff_seconds_base,
+                               settings.job_backoff_seconds_cap, settings.job_backoff_jitter)
+        self.stats = WorkerStats()
+        self.started_at = clock.now()
+        self.log = get_logger(worker_id=self.id)
+        self._paused = start_paused
+        self._state = "starting"
+        self._force = False
+        self._heartbeat_ok = False
+        self._held: dict[int, int] = {}  # job id -> lease token, until its result is written
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._completing: set[int] = set()
+        self._pending: list[Completion] = []
+        self._finished_times: deque[float] = deque(maxlen=100_000)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._stop: asyncio.Event | None = None
+        self._flush_wake: asyncio.Event | None = None
+        self._stop_requested = False
+        self._pool = ThreadPoolExecutor(max_workers=3, thread_name_prefix="syncbridge-db")
+
+    # --- thread-safe controls -----------------------------------------------------------------
+
+    @property
+    def state(self) -> str:
+        if self._state == "running" and self._paused:
+            return "paused"
+        return self._state
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    def pause(self) -> None:
+        self._paused = True
+
+    def resume(self) -> None:
+        self._paused = False
+        self._wake_threadsafe()
+
+    def request_stop(self, *, force: bool = False) -> None:
+        """Stop claiming, finish in-flight work within the shutdown timeout (or release it
+        at once with force), then return from run()."""
+        self._stop_requested = True
+        self._force = self._force or force
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._set_stop)
+
+    def throughput(self, window: float = 5.0) -> float:
+        """Jobs finished per second over the last `window` seconds."""
+        cutoff = time.monotonic() - window
+        times = self._finished_times
+        n = 0
+        for t in reversed(times):
+            if t < cutoff:
+                break
+            n += 1
+        return n / window
+
+    def _set_stop(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
+        if self._wake is not None:
+            self._wake.set()
+
+    def _wake_threadsafe(self) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed() and self._wake is not None:
+            try:
+                loop.call_soon_threadsafe(self._wake.set)
+            except RuntimeError:
+                pass  # loop closed between the check and the call
+
+    # --- plumbing ------------------------------------------------------------------------------
+
+    async def _db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        assert self._loop is not None
+        return await self._loop.run_in_executor(self._pool, partial(fn, *args, **kwargs))
+
+    def _info(self) -> WorkerInfo:
+        return WorkerInfo(
+            id=self.id, host=socket.gethostname(), pid=os.getpid(), started_at=self.started_at,
+            last_seen_at=clock.now(), state=self.state, concurrency=self.concurrency,
+            in_flight=len(self._tasks), processed=self.stats.processed,
+        )
+
+    async def _sleep(self, timeout: float | None) -> None:
+        assert self._wake is not None
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout)
+        except TimeoutError:
+            pass
+        self._wake.clear()
+
+    # --- the loop ------------------------------------------------------------------------------
+
+    async def run(self, *, until_empty: bool = False) -> WorkerStats:
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._flush_wake = asyncio.Event()
+        if self._stop_requested:
+            self._stop.set()
+        unsubscribe = local_wakeup.subscribe(self._wake_threadsafe)
+        listener = None
+        if self.db.is_postgres:
+            from core.wakeup import PgListener
+
+            listener = PgListener(self.db, self._wake_threadsafe)
+            listener.start()
+        self.crm, self.billing = make_clients(self.settings, self.mock)
+        background: list[asyncio.Task[None]] = []
+        try:
+            await self._db(queue.record_heartbeat, self.db, self._info())
+            self._heartbeat_ok = True
+            self._state = "running"
+            self.log.info("worker.started", concurrency=self.concurrency,
+                          database=self.db.display_url, job_types=self.registry.names())
+            background = [asyncio.create_task(self._heartbeat_loop()),
+                          asyncio.create_task(self._flush_loop())]
+            await self._claim_loop(until_empty)
+        finally:
+            await asyncio.shield(self._shutdown(background))
+            if listener:
+                listener.stop()
+            unsubscribe()
+            await self.crm.aclose()
+            await self.billing.aclose()
+            self._pool.shutdown(wait=False)
+        return self.stats
+
+    async def _claim_loop(self, until_empty: bool) -> None:
+        assert self._stop is not None
+        types = self.registry.names()
+        failures = 0
+        poll = self.settings.poll_seconds
+        while not self._stop.is_set():
+            free = self.concurrency - len(self._tasks)
+            if self._paused or not self._heartbeat_ok or free <= 0:
+                await self._sleep(poll)
+                continue
+            try:
+                jobs = await self._db(queue.claim, self.db, self.id, free,
+                                      lease_seconds=self.settings.lease_seconds, job_types=types)
+                failures = 0
+            except _DB_ERRORS as exc:
+                failures += 1
+                self.stats.db_errors += 1
+                self.log.warning("claim.failed", error=_one_line(exc), retry_in=min(5.0, 0.1 * 2**failures))
+                await self._sleep(min(5.0, 0.1 * 2**failures))
+                continue
+            for job in jobs:
+                self._held[job.id] = job.lease_token
+                self._tasks[job.id] = asyncio.create_task(self._run_one(job))
+            if len(jobs) < free:
+                if until_empty and not self._tasks and not self._held:
+                    try:
+                        if await self._db(queue.is_drained, self.db, types):
+                            self.log.info("worker.queue_empty")
+                            return
+                    except _DB_ERRORS:
+                        pass
+                await self._sleep(poll)
+
+    async def _run_one(self, job: ClaimedJob) -> None:
+        log = self.log.bind(job_id=job.id, attempt=job.lease_token, job_type=job.job_type,
+                            entity_id=job.entity_id, correlation_id=job.correlation_id)
+        ctx = JobContext(job.id, job.job_type, job.entity_id, job.payload, job.correlation_id,
+                         job.lease_token, self.crm, self.billing, log)
+        # Each job runs in its own task, so this context variable is this job's alone; the
+        # clients' request hook turns it into the X-Correlation-ID header.
+        correlation_id_var.set(job.correlation_id)
+        try:
+            completion = await execute(job, self.registry.get(job.job_type), ctx,
+                                       self.backoff, self.id)
+        except asyncio.CancelledError:
+            return  # whoever canceled it (lease loss, cancel, shutdown) records the attempt
+        finally:
+            self._tasks.pop(job.id, None)
+            if self._wake is not None:
+                self._wake.set()
+        self._completing.add(job.id)
+        self._pending.append(completion)
+        assert self._flush_wake is not None
+        self._flush_wake.set()
+
+    async def _flush_loop(self) -> None:
+        assert self._flush_wake is not None
+        while True:
+            await self._flush_wake.wait()
+            self._flush_wake.clear()
+            await self._flush()
+
+    async def _flush(self) -> None:
+        failures = 0
+        while self._pending:
+            # Everything finished while the previous write was in progress goes in one batch.
+            batch, self._pending = self._pending, []
+            try:
+                applied = await self._db(queue.complete, self.db, batch)
+            except _DB_ERRORS as exc:
+                failures += 1
+                self.stats.db_errors += 1
+                self._pending[:0] = batch
+                self.log.warning("complete.failed", error=_one_line(exc), batch=len(batch))
+                await asyncio.sleep(min(5.0, 0.1 * 2**failures))
+                continue
+            for c, ok in zip(batch, applied, strict=True):
+                self._completing.discard(c.job_id)
+                if self._held.get(c.job_id) == c.lease_token:
+                    del self._held[c.job_id]
+                self._account(c, ok)
+
+    def _account(self, c: Completion, applied: bool) -> None:
+        self.stats.processed += 1
+        self._finished_times.append(time.monotonic())
+        fields = dict(job_id=c.job_id, attempt=c.lease_token, duration_ms=round(c.duration_ms, 2),
+                      error_type=c.error_type)
+        if not applied:
+            self.stats.lost += 1
+            self.log.warning("attempt.fenced", outcome="lease_lost", discarded=c.outcome, **fields)
+            return
+        if c.outcome == OUTCOME_SUCCESS:
+            self.stats.succeeded += 1
+            self.log.info("attempt.finished", outcome=c.outcome, **fields)
+            return
+        if c.outcome == OUTCOME_RETRY:
+            self.stats.retried += 1
+        elif c.outcome == OUTCOME_FAILED:
+            self.stats.failed += 1
+        elif c.outcome == OUTCOME_DEAD:
+            self.stats.dead += 1
+        self.log.warning("attempt.finished", outcome=c.outcome, error=c.error_message,
+                         http_status=c.http_status, next_run_at=clock.iso(c.next_run_at),
+                         **fields)
+
+    async def _heartbeat_loop(self) -> None:
+        assert self._stop is not None
+        interval = max(0.05, min(self.settings.lease_seconds / 3.0, 5.0))
+        while True:
+            try:
+                await self._db(queue.record_heartbeat, self.db, self._info())
+                if not self._heartbeat_ok:
+                    self.log.info("heartbeat.restored")
+                self._heartbeat_ok = True
+            except _DB_ERRORS as exc:
+                if self._heartbeat_ok:
+                    self.log.warning("heartbeat.failed", error=_one_line(exc),
+                                     note="not claiming until the heartbeat is written")
+                self._heartbeat_ok = False
+            await self._renew()
+            try:
+                recovered = await self._db(queue.recover_expired, self.db, backoff=self.backoff)
+                for job_id, status in recovered:
+                    self.log.warning("lease.recovered", job_id=job_id, status=status)
+            except _DB_ERRORS as exc:
+                self.log.warning("recover.failed", error=_one_line(exc))
+            await asyncio.sleep(interval)
+
+    async def _renew(self) -> None:
+        held = {j: t for j, t in self._held.items() if j not in self._completing}
+        if not held:
+            return
+        try:
+            still = await self._db(queue.renew_leases, self.db, self.id, held,
+                                   self.settings.lease_seconds)
+        except _DB_ERRORS as exc:
+            self.log.warning("lease.renew_failed", error=_one_line(exc), jobs=len(held))
+            return
+        lost = {j: t for j, t in held.items()
+                if j not in still and self._held.get(j) == t and j not in self._completing}
+        if not lost:
+            return
+        for job_id in lost:
+            task = self._tasks.get(job_id)
+            if task is not None:
+                task.cancel()
+            del self._held[job_id]
+            self.stats.lost += 1
+            self.log.warning("lease.lost", job_id=job_id, attempt=lost[job_id],
+                             note="job canceled or lease taken over; attempt stopped")
+        try:
+            await self._db(queue.abandon, self.db, lost,
+                           "lease lost (canceled, or expired and recovered); attempt stopped")
+        except _DB_ERRORS as exc:
+            self.log.warning("lease.abandon_failed", error=_one_line(exc))
+
+    def cancel_local(self, job_id: int) -> None:
+        """Stop a job this worker runs right away (the console calls this after a cancel);
+        the lease check would find out at its next tick anyway."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._cancel_task, job_id)
+
+    def _cancel_task(self, job_id: int) -> None:
+        task = self._tasks.get(job_id)
+        if task is not None:
+            task.cancel()
+            self._held.pop(job_id, None)
+
+    async def _shutdown(self, background: list[asyncio.Task[None]]) -> None:
+        self._state = "stopping"
+        timeout = 0.0 if self._force else self.settings.shutdown_timeout_seconds
+        tasks = list(self._tasks.values())
+        if tasks:
+            self.log.info("worker.draining", in_flight=len(tasks), timeout=timeout)
+            _, unfinished = await asyncio.wait(tasks, timeout=timeout or None) if timeout \
+                else (set(), set(tasks))
+            for task in unfinished:
+                task.cancel()
+            await asyncio.gather(*unfinished, return_exceptions=True)
+        deadline = time.monotonic() + max(2.0, timeout)
+        while self._pending and time.monotonic() < deadline:
+            await self._flush()
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        unfinished_leases = {j: t for j, t in self._held.items() if j not in self._completing}
+        if unfinished_leases:
+            try:
+                n = await self._db(queue.release, self.db, self.id, unfinished_leases)
+                self.stats.released += n
+                self.log.info("worker.released", jobs=n)
+            except _DB_ERRORS as exc:
+                self.log.warning("worker.release_failed", error=_one_line(exc),
+                                 note="leases will expire and be recovered")
+        self._state = "stopped"
+        try:
+            await self._db(queue.record_heartbeat, self.db, self._info())
+        except _DB_ERRORS:
+            pass
+        self.log.info("worker.stopped", processed=self.stats.processed,
+                      succeeded=self.stats.succeeded, released=self.stats.released)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

@@ -1,0 +1,1 @@
+"""The SyncBridge console (Textual) and the `syncbridge` command line."""

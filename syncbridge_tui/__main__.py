@@ -1,0 +1,3 @@
+from syncbridge_tui.cli import entry
+
+entry()

@@ -1,0 +1,77 @@
+"""Fixtures: every engine test runs on SQLite and on the real PostgreSQL server."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from sqlalchemy import text
+
+from core import clock
+from core.config import Settings, load_settings
+from core.db import Database
+from core.migrations import upgrade
+
+PG_ADMIN_DSN = os.environ.get("SYNCBRIDGE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+TABLES = "sync_job_attempts, sync_audit_events, sync_workers, sync_jobs"
+
+
+def _pg_url(dbname: str) -> str:
+    base = PG_ADMIN_DSN.rsplit("/", 1)[0]
+    return f"{base.replace('postgresql://', 'postgresql+psycopg://', 1)}/{dbname}"
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session, dropped at the end."""
+    name = f"syncbridge_test_{uuid.uuid4().hex[:10]}"
+    try:
+        admin = psycopg.connect(PG_ADMIN_DSN, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"PostgreSQL is required for these tests ({PG_ADMIN_DSN}): {exc}")
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    url = _pg_url(name)
+    db = Database(url)
+    upgrade(db)
+    db.dispose()
+    yield url
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: object) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/syncbridge.db"  # type: ignore[str-bytes-safe]
+    url: str = request.getfixturevalue("pg_database")
+    db = Database(url)
+    with db.write() as conn:
+        conn.execute(text(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE"))
+    db.dispose()
+    return url
+
+
+@pytest.fixture
+def db(db_url: str) -> Iterator[Database]:
+    database = Database(db_url)
+    upgrade(database)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def settings(db_url: str) -> Settings:
+    """Demo semantics with fast backoff so retry scenarios finish in well under a second."""
+    return load_settings(database_url=db_url, job_backoff_seconds_base=0.01,
+                         job_backoff_seconds_cap=0.05, lease_seconds=5, poll_seconds=0.02,
+                         shutdown_timeout_seconds=5)
+
+
+@pytest.fixture(autouse=True)
+def _real_clock() -> Iterator[None]:
+    yield
+    clock.set_clock(None)
