@@ -43,7 +43,7 @@ OUTCOME_LEASE_LOST = "lease_lost"  # worker came back too late; its result was d
 OUTCOME_CANCELED = "canceled"  # operator canceled the job while it ran
 OUTCOME_RELEASED = "released"  # worker shut down before finishing; budget refunded
 
-_ACTIVE_SQL = "status IN ('pending', 'running')"
+ACTIVE_SQL = "status IN ('pending', 'running')"
 
 
 class Base(DeclarativeBase):
@@ -88,8 +88,8 @@ class SyncJob(Base):
             "job_type",
             "entity_id",
             unique=True,
-            sqlite_where=text(_ACTIVE_SQL),
-            postgresql_where=text(_ACTIVE_SQL),
+            sqlite_where=text(ACTIVE_SQL),
+            postgresql_where=text(ACTIVE_SQL),
         ),
         # The claim: due pending jobs in next_run_at order.
         Index(

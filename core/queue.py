@@ -21,6 +21,7 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    text,
     tuple_,
     update,
 )
@@ -28,6 +29,7 @@ from sqlalchemy import (
 from core import clock
 from core.db import Database
 from core.models import (
+    ACTIVE_SQL,
     ACTIVE_STATUSES,
     DEAD,
     FAILED,
@@ -177,7 +179,8 @@ def enqueue_many(
                     .values(rows)
                     .on_conflict_do_nothing(
                         index_elements=["job_type", "entity_id"],
-                        index_where=_ACTIVE_WHERE,
+                        # Literal, so PostgreSQL can match it to the partial index.
+                        index_where=text(ACTIVE_SQL),
                     )
                     .returning(jobs_t.c.id, jobs_t.c.entity_id)
                 )

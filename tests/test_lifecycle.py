@@ -1,0 +1,366 @@
+"""Every transition of the job lifecycle, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from core import clock, control, queue
+from core.config import Settings
+from core.db import Database
+from core.handlers import Registry, registry
+from core.integrations.errors import RetryableError
+from core.integrations.mock import SCENARIOS, MockUpstream
+from core.records import Completion
+from core.worker import Worker
+
+TYPES = registry.names()
+
+
+def enqueue(db: Database, settings: Settings, job_type: str, entity: str) -> int:
+    return queue.enqueue(db, job_type, entity, known_types=TYPES,
+                         max_attempts=settings.max_attempts).job_id
+
+
+def drain(db: Database, settings: Settings, **kwargs: object) -> Worker:
+    worker = Worker(db, settings, mock=MockUpstream(), **kwargs)  # type: ignore[arg-type]
+    asyncio.run(asyncio.wait_for(worker.run(until_empty=True), 60))
+    return worker
+
+
+def test_every_demo_scenario_ends_as_designed(db: Database, settings: Settings) -> None:
+    # 429 with Retry-After: 1 wins over the tiny test backoff, so the dead scenarios take ~3s.
+    ids = {entity: enqueue(db, settings, job_type, entity)
+           for job_type, entity, _, _ in SCENARIOS}
+    drain(db, settings)
+    expected_attempts = {"success": None, "dead": settings.max_attempts, "failed": 1}
+    for job_type, entity, expected, _ in SCENARIOS:
+        job = queue.get_job(db, ids[entity])
+        assert job is not None
+        assert job.status == expected, (entity, job.status, job.last_error)
+        attempts = queue.attempts_for(db, job.id)
+        assert [a.number for a in attempts] == list(range(1, len(attempts) + 1))
+        assert all(a.worker_id and a.finished_at and a.duration_ms is not None
+                   for a in attempts)
+        if expected_attempts[expected] is not None:
+            assert len(attempts) == expected_attempts[expected]
+        if entity.endswith("_flaky"):
+            assert [a.outcome for a in attempts] == ["retry", "retry", "success"]
+            assert [a.http_status for a in attempts] == [503, 503, None]
+            assert attempts[0].error_type == "UpstreamTimeout"
+        if expected == "dead":
+            assert job.dead_error_type == "UpstreamRateLimited"
+            assert "429" in (job.dead_error or "")
+            assert [a.outcome for a in attempts] == ["retry"] * 3 + ["dead"]
+            # Retry-After: 1 is larger than the backoff, so it sets the delay.
+            gaps = [b.started_at - a.finished_at for a, b in zip(attempts, attempts[1:])]
+            assert all(g >= 0.99 for g in gaps), gaps
+        if entity == "c_missing":
+            assert attempts[0].error_type == "NotFound" and attempts[0].http_status == 404
+        if entity == "c_invalid":
+            assert attempts[0].error_type == "ValidationError"
+            assert "failed validation" in (attempts[0].error_message or "")
+        if expected == "success":
+            assert job.result and job.result["billing_id"].startswith("bill_")
+    assert queue.is_drained(db)
+
+
+def test_duplicate_enqueue_returns_existing_job(db: Database, settings: Settings) -> None:
+    first = queue.enqueue(db, "customer", "c_1", known_types=TYPES, max_attempts=4)
+    second = queue.enqueue(db, "customer", "c_1", known_types=TYPES, max_attempts=4)
+    assert first.created and not second.created
+    assert second.job_id == first.job_id
+    # Another type for the same entity is a different job.
+    other = queue.enqueue(db, "invoice", "c_1", known_types=TYPES, max_attempts=4)
+    assert other.created and other.job_id != first.job_id
+
+
+def test_finished_job_allows_a_new_one(db: Database, settings: Settings) -> None:
+    job_id = enqueue(db, settings, "customer", "c_1001")
+    drain(db, settings)
+    again = queue.enqueue(db, "customer", "c_1001", known_types=TYPES, max_attempts=4)
+    assert again.created and again.job_id != job_id
+
+
+def test_bulk_enqueue_is_idempotent_and_validates_first(db: Database) -> None:
+    results = queue.enqueue_many(db, "customer", ["c_1", "c_2", "c_1"], known_types=TYPES,
+                                 max_attempts=4)
+    assert [r.created for r in results] == [True, True, True]
+    assert results[0].job_id == results[2].job_id
+    again = queue.enqueue_many(db, "customer", ["c_2", "c_3"], known_types=TYPES,
+                               max_attempts=4)
+    assert [r.created for r in again] == [False, True]
+    with pytest.raises(queue.InvalidInput):
+        queue.enqueue_many(db, "customer", ["c_4", "bad\x00id"], known_types=TYPES,
+                           max_attempts=4)
+    assert queue.count_jobs(db) == 3  # nothing of the bad batch was written
+
+
+@pytest.mark.parametrize("bad", ["", "   ", "x" * 129, "a\nb", "tab\there", "\x1b[31m",
+                                 " lead", "trail "])
+def test_bad_entity_ids_are_refused(db: Database, bad: str) -> None:
+    with pytest.raises(queue.InvalidInput):
+        queue.enqueue(db, "customer", bad, known_types=TYPES, max_attempts=4)
+    assert queue.count_jobs(db) == 0
+
+
+def test_unknown_job_type_is_refused(db: Database) -> None:
+    with pytest.raises(queue.InvalidInput, match="unknown job type"):
+        queue.enqueue(db, "nope", "c_1", known_types=TYPES, max_attempts=4)
+
+
+def test_claim_leases_fences_and_opens_attempt(db: Database, settings: Settings) -> None:
+    job_id = enqueue(db, settings, "customer", "c_1001")
+    claimed = queue.claim(db, "w1", 10, lease_seconds=30, job_types=TYPES)
+    assert [j.id for j in claimed] == [job_id]
+    assert claimed[0].lease_token == 1 and claimed[0].attempt_count == 1
+    assert queue.claim(db, "w2", 10, lease_seconds=30, job_types=TYPES) == []
+    job = queue.get_job(db, job_id)
+    assert job and job.status == "running" and job.lease_owner == "w1"
+    assert job.lease_expires_at and job.lease_expires_at > clock.now() + 29
+    attempts = queue.attempts_for(db, job_id)
+    assert [(a.number, a.outcome, a.worker_id) for a in attempts] == [(1, "running", "w1")]
+
+
+def test_claim_respects_batch_size_and_due_time(db: Database, settings: Settings) -> None:
+    for i in range(5):
+        enqueue(db, settings, "customer", f"c_{i}")
+    assert len(queue.claim(db, "w", 3, lease_seconds=30, job_types=TYPES)) == 3
+    assert len(queue.claim(db, "w", 3, lease_seconds=30, job_types=TYPES)) == 2
+    # A job scheduled in the future is not claimed yet.
+    job_id = enqueue(db, settings, "invoice", "i_9")
+    with db.write() as conn:
+        conn.execute(queue.jobs_t.update().where(queue.jobs_t.c.id == job_id)
+                     .values(next_run_at=clock.now() + 60))
+    assert queue.claim(db, "w", 3, lease_seconds=30, job_types=TYPES) == []
+
+
+def _completion(job: queue.ClaimedJob | object, outcome: str, **kw: object) -> Completion:
+    now = clock.now()
+    return Completion(job_id=job.id, lease_token=job.lease_token, worker_id="w1",  # type: ignore[attr-defined]
+                      outcome=outcome, started_at=now, finished_at=now, duration_ms=1.0,
+                      **kw)  # type: ignore[arg-type]
+
+
+def test_stale_completion_is_fenced_out(db: Database, settings: Settings) -> None:
+    job_id = enqueue(db, settings, "customer", "c_1001")
+    stale = queue.claim(db, "w1", 1, lease_seconds=0.01, job_types=TYPES)[0]
+    # The lease expires; recovery returns the job and another worker claims it.
+    clock.set_clock(lambda: stale.claimed_at + 1)
+    assert queue.recover_expired(db) == [(job_id, "pending")]
+    fresh = queue.claim(db, "w2", 1, lease_seconds=30, job_types=TYPES)[0]
+    assert fresh.lease_token == 2
+    assert queue.complete(db, [_completion(stale, "success", result={"x": 1})]) == [False]
+    job = queue.get_job(db, job_id)
+    assert job and job.status == "running" and job.lease_owner == "w2" and job.result is None
+    assert queue.complete(db, [_completion(fresh, "success", result={"x": 2})]) == [True]
+    job = queue.get_job(db, job_id)
+    assert job and job.status == "success" and job.result == {"x": 2}
+    outcomes = [(a.number, a.worker_id, a.outcome) for a in queue.attempts_for(db, job_id)]
+    assert outcomes == [(1, "w1", "lease_lost"), (2, "w2", "success")]
+
+
+def test_lease_expiry_closes_attempt_and_counts_against_budget(db: Database,
+                                                                settings: Settings) -> None:
+    job_id = enqueue(db, settings, "customer", "c_1001")
+    t = clock.now()
+    for n in range(1, settings.max_attempts + 1):
+        claimed = queue.claim(db, f"w{n}", 1, lease_seconds=1, job_types=TYPES)
+        assert [c.lease_token for c in claimed] == [n]
+        t += 10
+        clock.set_clock(lambda t=t: t)
+        recovered = queue.recover_expired(db)
+        expected = "dead" if n == settings.max_attempts else "pending"
+        assert recovered == [(job_id, expected)]
+    job = queue.get_job(db, job_id)
+    assert job and job.status == "dead" and job.dead_error_type == "LeaseExpired"
+    attempts = queue.attempts_for(db, job_id)
+    assert [a.outcome for a in attempts] == ["lease_expired"] * settings.max_attempts
+
+
+def test_worker_recovers_an_abandoned_lease(db: Database, settings: Settings) -> None:
+    job_id = enqueue(db, settings, "customer", "c_1001")
+    queue.claim(db, "dead-worker", 1, lease_seconds=0.05, job_types=TYPES)
+    drain(db, settings)
+    job = queue.get_job(db, job_id)
+    assert job and job.status == "success"
+    attempts = queue.attempts_for(db, job_id)
+    assert [a.outcome for a in attempts] == ["lease_expired", "success"]
+    assert attempts[0].worker_id == "dead-worker" and attempts[1].worker_id != "dead-worker"
+
+
+def test_retry_keeps_history_and_refreshes_budget(db: Database, settings: Settings) -> None:
+    job_id = enqueue(db, settings, "customer", "c_missing")
+    drain(db, settings)
+    assert queue.get_job(db, job_id).status == "failed"  # type: ignore[union-attr]
+    control.retry(db, job_id, actor="tester")
+    job = queue.get_job(db, job_id)
+    assert job and job.status == "pending" and job.attempt_count == 0
+    drain(db, settings)
+    attempts = queue.attempts_for(db, job_id)
+    assert [a.number for a in attempts] == [1, 2]
+    assert [a.outcome for a in attempts] == ["failed", "failed"]
+    audit = control.audit_log(db, job_id)
+    assert audit[0]["action"] == "retry" and audit[0]["actor"] == "tester"
+
+
+def test_illegal_transitions_say_why(db: Database, settings: Settings) -> None:
+    job_id = enqueue(db, settings, "customer", "c_1001")
+    with pytest.raises(control.ControlError, match="is pending"):
+        control.retry(db, job_id)
+    with pytest.raises(control.ControlError, match="is pending"):
+        control.replay(db, job_id)
+    drain(db, settings)
+    with pytest.raises(control.ControlError, match="is success"):
+        control.cancel(db, job_id)
+    with pytest.raises(control.JobNotFound):
+        control.retry(db, 999_999)
+    assert control.audit_log(db) == []
+
+
+def test_replay_links_and_leaves_original_untouched(db: Database, settings: Settings) -> None:
+    job_id = enqueue(db, settings, "customer", "c_1002")
+    drain(db, settings)
+    before = queue.get_job(db, job_id)
+    assert before and before.status == "dead"
+    attempts = queue.attempts_for(db, job_id)
+    new_id = control.replay(db, job_id, attempt_number=2, actor="tester")
+    after = queue.get_job(db, job_id)
+    assert after == before
+    new = queue.get_job(db, new_id)
+    assert new and new.status == "pending" and new.is_replay
+    assert new.replay_of_job_id == job_id and new.replay_of_attempt_id == attempts[1].id
+    assert new.correlation_id != before.correlation_id
+    assert queue.replays_of(db, job_id) == [new_id]
+    # A second replay while the first is active is refused by the idempotency index.
+    with pytest.raises(queue.DuplicateJob) as exc:
+        control.replay(db, job_id)
+    assert exc.value.existing_id == new_id
+    with pytest.raises(control.ControlError, match="no attempt 9"):
+        control.replay(db, job_id, attempt_number=9)
+    assert [a["action"] for a in control.audit_log(db, job_id)] == ["replay"]
+
+
+def test_retry_refused_while_another_job_is_active(db: Database, settings: Settings) -> None:
+    job_id = enqueue(db, settings, "customer", "c_missing")
+    drain(db, settings)
+    other = enqueue(db, settings, "customer", "c_missing")
+    with pytest.raises(queue.DuplicateJob) as exc:
+        control.retry(db, job_id)
+    assert exc.value.existing_id == other
+    assert queue.get_job(db, job_id).status == "failed"  # type: ignore[union-attr]
+
+
+def test_cancel_pending_and_running(db: Database, settings: Settings) -> None:
+    pending = enqueue(db, settings, "customer", "c_1")
+    assert control.cancel(db, pending) == "pending"
+    assert queue.get_job(db, pending).status == "canceled"  # type: ignore[union-attr]
+    running_id = enqueue(db, settings, "customer", "c_2")
+    claimed = queue.claim(db, "w1", 1, lease_seconds=30, job_types=TYPES)[0]
+    assert control.cancel(db, running_id) == "running"
+    # The worker's late result is discarded.
+    assert queue.complete(db, [_completion(claimed, "success", result={})]) == [False]
+    job = queue.get_job(db, running_id)
+    assert job and job.status == "canceled" and job.result is None
+    assert [a.outcome for a in queue.attempts_for(db, running_id)] == ["canceled"]
+    # Renewal tells the worker it no longer holds the job.
+    assert queue.renew_leases(db, "w1", {running_id: 1}, 30) == set()
+
+
+def test_running_cancel_stops_the_handler(db: Database, settings: Settings) -> None:
+    started = asyncio.Event()
+    finished: list[str] = []
+    reg = Registry()
+
+    @reg.job_type("slow")
+    async def slow(ctx: object) -> dict[str, str]:
+        started.set()
+        await asyncio.sleep(30)
+        finished.append("done")
+        return {}
+
+    job_id = queue.enqueue(db, "slow", "e1", known_types=["slow"], max_attempts=4).job_id
+    worker = Worker(db, settings, registry=reg, mock=MockUpstream())
+
+    async def scenario() -> None:
+        task = asyncio.create_task(worker.run())
+        await asyncio.wait_for(started.wait(), 10)
+        await asyncio.to_thread(control.cancel, db, job_id)
+        # The lease check notices the cancel and stops the handler.
+        deadline = asyncio.get_running_loop().time() + 10
+        while worker.in_flight and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.02)
+        assert worker.in_flight == 0
+        worker.request_stop()
+        await asyncio.wait_for(task, 10)
+
+    asyncio.run(scenario())
+    assert finished == []
+    job = queue.get_job(db, job_id)
+    assert job and job.status == "canceled"
+    assert [a.outcome for a in queue.attempts_for(db, job_id)] == ["canceled"]
+
+
+def test_shutdown_releases_without_spending_budget(db: Database, settings: Settings) -> None:
+    reg = Registry()
+    started = asyncio.Event()
+
+    @reg.job_type("hang")
+    async def hang(ctx: object) -> None:
+        started.set()
+        await asyncio.sleep(60)
+
+    job_id = queue.enqueue(db, "hang", "e1", known_types=["hang"], max_attempts=4).job_id
+    fast = settings.model_copy(update={"shutdown_timeout_seconds": 0.2})
+    worker = Worker(db, fast, registry=reg, mock=MockUpstream())
+
+    async def scenario() -> None:
+        task = asyncio.create_task(worker.run())
+        await asyncio.wait_for(started.wait(), 10)
+        worker.request_stop()
+        await asyncio.wait_for(task, 10)
+
+    asyncio.run(scenario())
+    job = queue.get_job(db, job_id)
+    assert job and job.status == "pending" and job.attempt_count == 0 and job.lease_owner is None
+    assert [a.outcome for a in queue.attempts_for(db, job_id)] == ["released"]
+    assert worker.stats.released == 1
+
+
+def test_retryable_user_error_backs_off_then_dies(db: Database, settings: Settings) -> None:
+    reg = Registry()
+
+    @reg.job_type("flaky")
+    async def flaky(ctx: object) -> None:
+        raise RetryableError("try later")
+
+    job_id = queue.enqueue(db, "flaky", "e1", known_types=["flaky"], max_attempts=3).job_id
+    drain(db, settings, registry=reg)
+    job = queue.get_job(db, job_id)
+    assert job and job.status == "dead" and job.dead_error_type == "RetryableError"
+    attempts = queue.attempts_for(db, job_id)
+    assert [a.outcome for a in attempts] == ["retry", "retry", "dead"]
+
+
+def test_handler_bug_fails_job_not_worker(db: Database, settings: Settings) -> None:
+    reg = Registry()
+
+    @reg.job_type("buggy")
+    async def buggy(ctx: object) -> None:
+        raise KeyError("missing")
+
+    job_id = queue.enqueue(db, "buggy", "e1", known_types=["buggy"], max_attempts=3).job_id
+    drain(db, settings, registry=reg)
+    job = queue.get_job(db, job_id)
+    assert job and job.status == "failed" and job.last_error_type == "KeyError"
+
+
+def test_correlation_id_reaches_both_upstreams(db: Database, settings: Settings) -> None:
+    mock = MockUpstream()
+    job_id = enqueue(db, settings, "customer", "c_1001")
+    worker = Worker(db, settings, mock=mock)
+    asyncio.run(asyncio.wait_for(worker.run(until_empty=True), 30))
+    job = queue.get_job(db, job_id)
+    assert job and job.status == "success"
+    assert mock.billing_writes == {job.correlation_id: 1}
