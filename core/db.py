@@ -39,7 +39,7 @@ class Database:
         self.url = url
         try:
             parsed = make_url(url)
-        except ArgumentError:
+        except (ArgumentError, ValueError):
             raise DatabaseError(f"malformed database URL: {mask_url(url)}") from None
         self.dialect = parsed.get_backend_name()
         if self.dialect not in ("sqlite", "postgresql"):

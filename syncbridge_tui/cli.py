@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -447,6 +448,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return EXIT_OK
+    except Exception as exc:
+        # The last line of defence: a bug still gets one readable line, and the traceback
+        # only on request.
+        if os.environ.get("SYNCBRIDGE_DEBUG"):
+            raise
+        _fail(f"unexpected {type(exc).__name__}: {exc} (set SYNCBRIDGE_DEBUG=1 for details)")
+        return EXIT_RUNTIME
 
 
 def _fail(message: str) -> None:

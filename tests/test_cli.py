@@ -1,0 +1,145 @@
+"""The `syncbridge` command line: outputs, exit codes and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from core.db import Database
+
+CLI = [sys.executable, "-m", "syncbridge_tui"]
+
+
+def run(*args: str, db: str | None = None, env: dict[str, str] | None = None,
+        stdin: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("SYNCBRIDGE_")}
+    full_env.update(env or {})
+    cmd = [*CLI, *args] + (["--db", db] if db else [])
+    return subprocess.run(cmd, capture_output=True, text=True, env=full_env, input=stdin,
+                          timeout=timeout)
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess[str], code: int, fragment: str
+                          ) -> None:
+    assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("syncbridge: error:")
+    assert fragment in lines[0]
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.fixture
+def url(db_url: str) -> str:
+    return db_url
+
+
+def test_enqueue_prints_json_and_duplicate_exits_3(url: str) -> None:
+    first = run("enqueue", "customer", "c_1001", db=url)
+    assert first.returncode == 0, first.stderr
+    job = json.loads(first.stdout)
+    assert job["status"] == "pending" and job["entity_id"] == "c_1001"
+    again = run("enqueue", "customer", "c_1001", db=url)
+    assert again.returncode == 3
+    assert json.loads(again.stdout)["existing_job_id"] == job["id"]
+    assert f"job {job['id']}" in again.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "fragment"),
+    [
+        (["enqueue", "bogus", "c_1"], 2, "unknown job type"),
+        (["enqueue", "customer", ""], 2, "must not be empty"),
+        (["enqueue", "customer", "x" * 200], 2, "longer than 128"),
+        (["enqueue", "customer", "bad\x1bid"], 2, "control character"),
+        (["enqueue", "customer"], 2, "at least one ENTITY_ID"),
+        (["enqueue", "customer", "c_1", "--payload", "{nope"], 2, "not valid JSON"),
+        (["show", "999999"], 1, "job 999999 not found"),
+        (["show", "abc"], 2, "positive whole number"),
+        (["retry", "424242"], 1, "not found"),
+        (["replay", "424242"], 1, "not found"),
+        (["cancel", "424242"], 1, "not found"),
+        (["jobs", "--status", "weird"], 2, "invalid choice"),
+        (["frobnicate"], 2, "invalid choice"),
+    ],
+)
+def test_bad_input_is_one_clear_line(url: str, args: list[str], code: int, fragment: str
+                                     ) -> None:
+    proc = run(*args, db=url)
+    assert_one_line_error(proc, code, fragment)
+    listing = run("jobs", "--json", db=url)
+    assert json.loads(listing.stdout) == []  # nothing half-written
+
+
+def test_illegal_transitions_exit_1_with_reason(url: str) -> None:
+    job = json.loads(run("enqueue", "customer", "c_1001", db=url).stdout)
+    assert_one_line_error(run("retry", str(job["id"]), db=url), 1, "only failed or dead")
+    assert_one_line_error(run("replay", str(job["id"]), db=url), 1, "only failed or dead")
+    ok = run("cancel", str(job["id"]), db=url)
+    assert ok.returncode == 0 and "canceled (was pending)" in ok.stdout
+    assert_one_line_error(run("cancel", str(job["id"]), db=url), 1, "is canceled")
+
+
+def test_bad_database_urls(tmp_path: Path) -> None:
+    assert_one_line_error(run("jobs", db="mysql://x/y"), 2, "SYNCBRIDGE_DATABASE_URL")
+    assert_one_line_error(run("jobs", db="postgresql+psycopg://postgres@127.0.0.1:1/nope"), 1,
+                          "database error")
+    assert_one_line_error(run("jobs", db=f"sqlite:///{tmp_path}/missing/dir/x.db"), 1,
+                          "does not exist")
+    assert_one_line_error(run("jobs", db="postgresql+psycopg://u@h:port/db"), 1, "malformed")
+
+
+def test_bad_settings_name_the_variable(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path}/s.db"
+    proc = run("jobs", db=db, env={"SYNCBRIDGE_MAX_RETRIES": "lots"})
+    assert_one_line_error(proc, 2, "SYNCBRIDGE_MAX_RETRIES")
+    proc = run("jobs", db=db, env={"SYNCBRIDGE_LEASE_SECONDS": "-1"})
+    assert_one_line_error(proc, 2, "SYNCBRIDGE_LEASE_SECONDS")
+    proc = run("jobs", db=db, env={"SYNCBRIDGE_CRM_URL": "ftp://x"})
+    assert_one_line_error(proc, 2, "SYNCBRIDGE_CRM_URL")
+
+
+def test_bulk_enqueue_from_stdin(url: str) -> None:
+    proc = run("enqueue", "invoice", "--from-file", "-", db=url, stdin="i_1\ni_2\ni_1\n")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["created"] == 2 and len(out["jobs"]) == 3
+
+
+def test_demo_worker_metrics_end_to_end(url: str) -> None:
+    env = {"SYNCBRIDGE_JOB_BACKOFF_SECONDS_BASE": "0.01", "SYNCBRIDGE_POLL_SECONDS": "0.02"}
+    assert run("demo", db=url, env=env).returncode == 0
+    worker = run("--worker-only", "--until-empty", db=url, env=env)
+    assert worker.returncode == 0, worker.stderr
+    # Headless logs are JSON lines on stderr with the job's correlation id bound.
+    events = [json.loads(line) for line in worker.stderr.splitlines()]
+    finished = [e for e in events if e["event"] == "attempt.finished"]
+    assert finished and all("correlation_id" in e or "job_id" in e for e in finished)
+    metrics = json.loads(run("metrics", "--json", db=url).stdout)
+    assert metrics["by_status"] == {"pending": 0, "running": 0, "success": 4, "failed": 2,
+                                    "dead": 2, "canceled": 0}
+    assert metrics["dead_letter_depth"] == 2
+    assert metrics["retry_count"] == 2 * 2 + 2 * 3
+    assert metrics["per_type"]["invoice"]["total_jobs"] == 3
+    jobs = json.loads(run("jobs", "--status", "dead", "--json", db=url).stdout)
+    assert {j["entity_id"] for j in jobs} == {"c_1002", "i_2002"}
+    shown = json.loads(run("show", str(jobs[0]["id"]), "--json", db=url).stdout)
+    assert len(shown["attempts"]) == 4
+    replay = run("replay", str(jobs[0]["id"]), db=url)
+    assert replay.returncode == 0 and "replayed as job" in replay.stdout
+    text = run("metrics", db=url)
+    assert text.returncode == 0 and "customer" in text.stdout
+
+
+def test_db_upgrade_is_idempotent(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path}/u.db"
+    first = run("db", "upgrade", db=db)
+    assert first.returncode == 0 and "upgraded to" in first.stdout
+    second = run("db", "upgrade", db=db)
+    assert second.returncode == 0 and "already at" in second.stdout
+    assert Database(db).dialect == "sqlite"

@@ -1,0 +1,201 @@
+"""Races that the database, not the code's read-then-write, must settle."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from core import queue
+from core.config import Settings
+from core.db import Database, DatabaseError
+from core.handlers import registry
+from core.integrations.mock import SCENARIOS, MockUpstream, serve_in_thread
+from core.worker import Worker
+from tests.helpers import async_wait_for, wait_for
+
+TYPES = registry.names()
+CLI = [sys.executable, "-m", "syncbridge_tui"]
+
+
+def test_racing_enqueues_from_threads_make_one_job(db: Database) -> None:
+    barrier = threading.Barrier(8)
+    results: list[queue.EnqueueResult] = []
+    errors: list[BaseException] = []
+
+    def go() -> None:
+        try:
+            barrier.wait()
+            results.append(queue.enqueue(db, "customer", "c_race", known_types=TYPES,
+                                         max_attempts=4))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=go) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors
+    assert len({r.job_id for r in results}) == 1
+    assert sum(r.created for r in results) == 1
+    assert queue.count_jobs(db) == 1
+
+
+def test_racing_enqueues_from_processes_make_one_job(db_url: str, db: Database) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SYNCBRIDGE_")}
+    procs = [subprocess.Popen([*CLI, "enqueue", "invoice", "i_race", "--db", db_url],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for _ in range(4)]
+    outs = [p.communicate(timeout=60) for p in procs]
+    codes = sorted(p.returncode for p in procs)
+    assert codes == [0, 3, 3, 3], outs
+    ids = set()
+    for (stdout, _), p in zip(outs, procs):
+        data = json.loads(stdout)
+        ids.add(data["id"] if p.returncode == 0 else data["existing_job_id"])
+    assert len(ids) == 1
+    assert queue.count_jobs(db) == 1
+
+
+def test_concurrent_claimers_never_share_a_job(db: Database, settings: Settings) -> None:
+    queue.enqueue_many(db, "customer", [f"c_{i}" for i in range(300)], known_types=TYPES,
+                       max_attempts=4)
+    claimed: list[list[int]] = [[] for _ in range(4)]
+
+    def claimer(n: int) -> None:
+        while True:
+            jobs = queue.claim(db, f"w{n}", 7, lease_seconds=30, job_types=TYPES)
+            if not jobs:
+                return
+            claimed[n].extend(j.id for j in jobs)
+
+    threads = [threading.Thread(target=claimer, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    everything = [j for part in claimed for j in part]
+    assert len(everything) == 300 and len(set(everything)) == 300
+
+
+def test_worker_stops_claiming_without_its_heartbeat(db: Database, settings: Settings,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    worker = Worker(db, settings, mock=MockUpstream())
+    real = queue.record_heartbeat
+    broken = threading.Event()
+
+    def heartbeat(*args: object, **kwargs: object) -> None:
+        if broken.is_set():
+            raise DatabaseError("database error: simulated outage")
+        real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(queue, "record_heartbeat", heartbeat)
+
+    async def scenario() -> None:
+        task = asyncio.create_task(worker.run())
+        await async_wait_for(lambda: worker.state == "running", 10)
+        broken.set()
+        await async_wait_for(lambda: not worker._heartbeat_ok, 10, message="heartbeat failure")
+        job_id = queue.enqueue(db, "customer", "c_1001", known_types=TYPES,
+                               max_attempts=4).job_id
+        # Several poll intervals pass; the job must stay unclaimed.
+        for _ in range(10):
+            await asyncio.sleep(settings.poll_seconds)
+            assert queue.get_job(db, job_id).status == "pending"  # type: ignore[union-attr]
+        broken.clear()
+        await async_wait_for(
+            lambda: queue.get_job(db, job_id).status == "success", 10,  # type: ignore[union-attr]
+            message="claim after heartbeat restored")
+        worker.request_stop()
+        await asyncio.wait_for(task, 10)
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.slow
+def test_two_worker_processes_over_real_http(db_url: str, db: Database,
+                                              tmp_path: Path) -> None:
+    mock, server, base = serve_in_thread(MockUpstream())
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SYNCBRIDGE_")}
+        env.update(SYNCBRIDGE_DATABASE_URL=db_url, SYNCBRIDGE_CRM_URL=f"{base}/crm",
+                   SYNCBRIDGE_BILLING_URL=f"{base}/billing", SYNCBRIDGE_POLL_SECONDS="0.05",
+                   SYNCBRIDGE_JOB_BACKOFF_SECONDS_BASE="0.05")
+        subprocess.run([*CLI, "demo"], env=env, check=True, capture_output=True, timeout=60)
+        extra = [f"c_{n}" for n in range(100)]
+        queue.enqueue_many(db, "customer", extra, known_types=TYPES, max_attempts=4)
+        workers = [subprocess.Popen([*CLI, "--worker-only", "--until-empty",
+                                     "--concurrency", "4"], env=env,
+                                    stdout=subprocess.DEVNULL,
+                                    stderr=open(tmp_path / f"w{i}.log", "w"))  # noqa: SIM115
+                   for i in range(2)]
+        try:
+            codes = [w.wait(timeout=120) for w in workers]
+        finally:
+            for w in workers:
+                if w.poll() is None:
+                    w.send_signal(signal.SIGKILL)
+        assert codes == [0, 0]
+        jobs = {j.entity_id: j for j in queue.list_jobs(db, limit=1000)}
+        for _job_type, entity, expected, _ in SCENARIOS:
+            assert jobs[entity].status == expected, entity
+        assert all(jobs[e].status == "success" for e in extra)
+        # Both workers took part, and every success wrote Billing exactly once.
+        owners = {a.worker_id for j in jobs.values() for a in queue.attempts_for(db, j.id)}
+        assert len(owners) == 2
+        successes = [j for j in jobs.values() if j.status == "success"]
+        assert sum(mock.billing_writes.values()) == len(successes)
+        assert all(mock.billing_writes[j.correlation_id] == 1 for j in successes)
+        logs = (tmp_path / "w0.log").read_text().splitlines()
+        assert any(json.loads(line).get("event") == "attempt.finished" for line in logs)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_mock_upstream_command_serves_http(tmp_path: Path) -> None:
+    proc = subprocess.Popen([*CLI, "mock-upstream", "--port", "0"], stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        line = wait_for(lambda: proc.stdout.readline(), 20)  # type: ignore[union-attr]
+        base = line.split()[-1]
+        import httpx
+
+        r = httpx.get(f"{base}/crm/customers/c_1001", timeout=5)
+        assert r.status_code == 200 and r.json()["id"] == "c_1001"
+        assert httpx.get(f"{base}/crm/customers/c_missing", timeout=5).status_code == 404
+        r = httpx.put(f"{base}/billing/customers/c_1002", json={}, timeout=5)
+        assert r.status_code == 429 and r.headers["retry-after"] == "1"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+
+
+def test_core_never_imports_the_ui() -> None:
+    # At run time: importing the whole engine loads no Textual and no console code. (Rich may
+    # be loaded by structlog's optional dev renderer; core itself never imports it, below.)
+    code = ("import sys, core.worker, core.control, core.metrics, core.runtime, core.queue;"
+            "bad=[m for m in sys.modules if m.split('.')[0] in ('textual','syncbridge_tui')];"
+            "print(bad); sys.exit(1 if bad else 0)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # In the source: no module of core imports textual, rich or the console.
+    import ast
+
+    offenders = []
+    for path in Path("core").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            offenders += [f"{path}: {n}" for n in names
+                          if n.split(".")[0] in ("textual", "rich", "syncbridge_tui")]
+    assert offenders == []
