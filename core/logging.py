@@ -30,7 +30,9 @@ def add_sink(sink: Sink) -> Callable[[], None]:
     return remove
 
 
-def _fan_out(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+def _fan_out(
+    _logger: Any, _method: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
     if _sinks:
         with _sinks_lock:
             sinks = list(_sinks)

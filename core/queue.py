@@ -404,7 +404,9 @@ def release(db: Database, worker_id: str, held: Mapping[int, int]) -> int:
     return released
 
 
-def recover_expired(db: Database, *, backoff: Any = None, limit: int = 200) -> list[tuple[int, str]]:
+def recover_expired(
+    db: Database, *, backoff: Any = None, limit: int = 200
+) -> list[tuple[int, str]]:
     """Return expired leases to the queue (or the dead letters when the budget is spent).
 
     The abandoned attempt is closed as `lease_expired` and counts against the budget, so a

@@ -221,8 +221,9 @@ class Worker:
             except _DB_ERRORS as exc:
                 failures += 1
                 self.stats.db_errors += 1
-                self.log.warning("claim.failed", error=_one_line(exc), retry_in=min(5.0, 0.1 * 2**failures))
-                await self._sleep(min(5.0, 0.1 * 2**failures))
+                delay = min(5.0, 0.1 * 2**failures)
+                self.log.warning("claim.failed", error=_one_line(exc), retry_in=delay)
+                await self._sleep(delay)
                 continue
             for job in jobs:
                 self._held[job.id] = job.lease_token

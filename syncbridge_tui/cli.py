@@ -133,7 +133,8 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     ids = list(args.entity_ids)
     if args.from_file:
         try:
-            handle = sys.stdin if args.from_file == "-" else open(args.from_file, encoding="utf-8")  # noqa: SIM115
+            handle = (sys.stdin if args.from_file == "-"
+                      else open(args.from_file, encoding="utf-8"))  # noqa: SIM115
             with handle:
                 ids += [line.rstrip("\r\n") for line in handle if line.strip()]
         except OSError as exc:
@@ -168,8 +169,8 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
         r = results[0]
         job = queue.get_job(db, r.job_id)
         if not r.created:
-            print(f"syncbridge: duplicate: an active {args.job_type} job for {clean(r.entity_id)!r} "
-                  f"already exists: job {r.job_id}", file=sys.stderr)
+            print(f"syncbridge: duplicate: an active {args.job_type} job for "
+                  f"{clean(r.entity_id)!r} already exists: job {r.job_id}", file=sys.stderr)
             print(json.dumps({"existing_job_id": r.job_id, "created": False}))
             return EXIT_DUPLICATE
         assert job is not None

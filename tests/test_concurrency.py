@@ -35,7 +35,7 @@ def test_racing_enqueues_from_threads_make_one_job(db: Database) -> None:
             barrier.wait()
             results.append(queue.enqueue(db, "customer", "c_race", known_types=TYPES,
                                          max_attempts=4))
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:  # reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=go) for _ in range(8)]
@@ -58,7 +58,7 @@ def test_racing_enqueues_from_processes_make_one_job(db_url: str, db: Database) 
     codes = sorted(p.returncode for p in procs)
     assert codes == [0, 3, 3, 3], outs
     ids = set()
-    for (stdout, _), p in zip(outs, procs):
+    for (stdout, _), p in zip(outs, procs, strict=True):
         data = json.loads(stdout)
         ids.add(data["id"] if p.returncode == 0 else data["existing_job_id"])
     assert len(ids) == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import pytest
 
@@ -35,7 +36,7 @@ def test_every_demo_scenario_ends_as_designed(db: Database, settings: Settings) 
            for job_type, entity, _, _ in SCENARIOS}
     drain(db, settings)
     expected_attempts = {"success": None, "dead": settings.max_attempts, "failed": 1}
-    for job_type, entity, expected, _ in SCENARIOS:
+    for _job_type, entity, expected, _ in SCENARIOS:
         job = queue.get_job(db, ids[entity])
         assert job is not None
         assert job.status == expected, (entity, job.status, job.last_error)
@@ -54,7 +55,7 @@ def test_every_demo_scenario_ends_as_designed(db: Database, settings: Settings) 
             assert "429" in (job.dead_error or "")
             assert [a.outcome for a in attempts] == ["retry"] * 3 + ["dead"]
             # Retry-After: 1 is larger than the backoff, so it sets the delay.
-            gaps = [b.started_at - a.finished_at for a, b in zip(attempts, attempts[1:])]
+            gaps = [b.started_at - a.finished_at for a, b in itertools.pairwise(attempts)]
             assert all(g >= 0.99 for g in gaps), gaps
         if entity == "c_missing":
             assert attempts[0].error_type == "NotFound" and attempts[0].http_status == 404

@@ -97,7 +97,8 @@ async def request_json(
     except httpx.TimeoutException as exc:
         raise UpstreamTimeout(f"{what} timed out ({type(exc).__name__})") from None
     except httpx.TransportError as exc:
-        raise UpstreamTimeout(f"{what} unreachable: {_short(str(exc)) or type(exc).__name__}") from None
+        reason = _short(str(exc)) or type(exc).__name__
+        raise UpstreamTimeout(f"{what} unreachable: {reason}") from None
     body = b"".join(chunks)
     raise_for_status(response, body, what)
     if not body:

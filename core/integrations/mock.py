@@ -135,7 +135,8 @@ class MockUpstream:
         if entity == "x_badjson":
             return Reply(200, b"{not json", {"Content-Type": "application/json"})
         if entity == "x_huge":
-            return Reply(200, b"[" + b"0," * (1 << 20) + b"0]", {"Content-Type": "application/json"})
+            huge = b"[" + b"0," * (1 << 20) + b"0]"
+            return Reply(200, huge, {"Content-Type": "application/json"})
         if entity == "x_markup":
             return Reply.json(400, {"error": "[bold red]BOOM[/] [link=http://x]click[/link] "
                                     "\x1b[31mred\x1b[0m"})
