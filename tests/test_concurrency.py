@@ -199,3 +199,51 @@ def test_core_never_imports_the_ui() -> None:
             offenders += [f"{path}: {n}" for n in names
                           if n.split(".")[0] in ("textual", "rich", "syncbridge_tui")]
     assert offenders == []
+
+
+def test_idle_worker_wakes_on_enqueue_not_on_poll(db: Database, settings: Settings) -> None:
+    """With a 30 s poll, only a wake-up (NOTIFY on PostgreSQL, the in-process signal on
+    SQLite) can start the job within the deadline."""
+    slow_poll = settings.model_copy(update={"poll_seconds": 30.0})
+    worker = Worker(db, slow_poll, mock=MockUpstream())
+
+    async def scenario() -> None:
+        task = asyncio.create_task(worker.run())
+        await async_wait_for(lambda: worker.state == "running", 10)
+        await asyncio.sleep(0.3)  # let the first (empty) claim pass and the worker go idle
+        job_id = await asyncio.to_thread(
+            lambda: queue.enqueue(db, "customer", "c_1001", known_types=TYPES,
+                                  max_attempts=4).job_id)
+        await async_wait_for(
+            lambda: queue.get_job(db, job_id).status == "success", 10,  # type: ignore[union-attr]
+            message="job finished after a wake-up")
+        worker.request_stop()
+        await asyncio.wait_for(task, 10)
+
+    asyncio.run(scenario())
+
+
+def test_pg_notify_reaches_a_worker_in_another_process(db_url: str, db: Database) -> None:
+    if not db.is_postgres:
+        pytest.skip("LISTEN/NOTIFY is PostgreSQL's; SQLite polls across processes")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SYNCBRIDGE_")}
+    env.update(SYNCBRIDGE_DATABASE_URL=db_url, SYNCBRIDGE_POLL_SECONDS="30")
+    proc = subprocess.Popen([*CLI, "--worker-only"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: queue.list_workers(db), 20, message="worker heartbeat")
+        # The worker's first claim found nothing; only a NOTIFY can wake it within 10 s.
+        wait_for(lambda: "worker.started" in (proc.stderr.readline() or ""), 20)  # type: ignore[union-attr]
+        job_id = queue.enqueue(db, "customer", "c_1001", known_types=TYPES,
+                               max_attempts=4).job_id
+        wait_for(lambda: queue.get_job(db, job_id).status == "success", 10,  # type: ignore[union-attr]
+                 message="job run after NOTIFY")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+
+
+def test_worker_ids_are_unique_per_start(db: Database, settings: Settings) -> None:
+    ids = {Worker(db, settings).id for _ in range(20)}
+    assert len(ids) == 20
+    assert all(str(os.getpid()) in i for i in ids)
