@@ -1,0 +1,557 @@
+"""The SyncBridge console: a Textual App over core, with the worker embedded.
+
+Built by `create_app(settings, options)`, so tests and the screenshot command build it with
+a fixed clock, no cursor blink, no live timers and no worker; `run_app` is what the
+`syncbridge` command runs.
+
+Threads: every database read and write the console makes runs in a Textual thread worker
+(`in_thread`, `request_poll`), never on the UI loop. The poll is single-flight: while one
+runs, further requests only mark it dirty, and one more poll follows when it finishes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from rich.text import Text
+from textual.app import App, SystemCommand
+from textual.screen import ModalScreen, Screen
+
+from core import clock, control, queue
+from core import logging as sblog
+from core.config import Settings
+from core.console_queries import finished_since
+from core.db import Database
+from core.handlers import registry
+from core.records import Job
+from syncbridge_tui import keymap
+from syncbridge_tui.engine import EmbeddedWorker, LogBuffer
+from syncbridge_tui.screens.confirm import ConfirmScreen
+from syncbridge_tui.screens.detail import DetailScreen
+from syncbridge_tui.screens.enqueue import EnqueueScreen
+from syncbridge_tui.screens.export import ExportScreen
+from syncbridge_tui.screens.help import HelpScreen
+from syncbridge_tui.screens.main import MainScreen
+from syncbridge_tui.text import clean
+from syncbridge_tui.widgets.header import HeaderInfo, StatusHeader
+from syncbridge_tui.widgets.log_pane import LogPane
+
+T = TypeVar("T")
+
+ALLOWED_FROM = {"retry": control.RETRYABLE_FROM, "replay": control.REPLAYABLE_FROM,
+                "cancel": control.CANCELABLE_FROM}
+PAST = {"retry": "retried", "replay": "replayed", "cancel": "canceled"}
+EXPORT_PAGE, EXPORT_CAP = 1000, 1_000_000
+JOBS_PER_SECOND_WINDOW = 10.0
+
+
+@dataclass(slots=True)
+class ConsoleOptions:
+    read_only: bool = False
+    embedded_worker: bool = True  # off with --no-worker, and always when read-only
+    live: bool = True  # the 1 s refresh timer; tests poll explicitly instead
+    refresh_seconds: float = 1.0
+    clock: Callable[[], float] | None = None  # core.clock's seam: fixed in tests/screenshots
+    blink: bool = True
+    keymap: dict[str, str] | None = None  # None: read the user's keymap file
+    concurrency: int | None = None
+    configure_logging: bool = True
+
+
+@dataclass(slots=True)
+class PollResult:
+    data: Any
+    jobs_per_second: float | None
+    error: str | None
+
+
+class SyncBridgeApp(App[int]):
+    CSS_PATH = "syncbridge.tcss"
+    TITLE = "SyncBridge"
+    BINDINGS = keymap.bindings(keymap.GLOBAL)
+    # Only Textual's own commands we keep, plus ours (get_system_commands).
+    ENABLE_COMMAND_PALETTE = True
+
+    def __init__(self, settings: Settings, db: Database, options: ConsoleOptions,
+                 keymap_overrides: dict[str, str], keymap_error: str | None = None) -> None:
+        super().__init__()
+        self.settings = settings
+        self.db = db
+        self.options = options
+        self.read_only = options.read_only
+        self.keymap_overrides = keymap_overrides
+        self.keymap_error = keymap_error
+        self.log_buffer = LogBuffer()
+        self.engine: EmbeddedWorker | None = None
+        if options.embedded_worker and not options.read_only:
+            self.engine = EmbeddedWorker(db, settings, concurrency=options.concurrency)
+        self.frozen = False
+        self.poll_count = 0
+        self._polling = False
+        self._poll_again = False
+        self._quitting = False
+        self._last_jobs_per_second = 0.0
+        self._last_error: str | None = None
+        self._unsubscribe_log: Callable[[], None] | None = None
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    def on_mount(self) -> None:
+        if self.keymap_overrides:
+            self.set_keymap(self.keymap_overrides)
+        self._unsubscribe_log = sblog.add_sink(self.log_buffer)
+        self.push_screen(MainScreen())
+        if self.engine is not None:
+            self.run_worker(self.engine.run_blocking, thread=True, group="engine",
+                            name="embedded-worker", exit_on_error=False)
+        if self.options.live:
+            self.set_interval(self.options.refresh_seconds, self._tick, name="refresh")
+            self.set_interval(0.5, self.drain_log, name="log")
+        if self.keymap_error:
+            self.notify(self.keymap_error + " (using the default keys)", severity="error",
+                        timeout=10)
+        self.call_after_refresh(self.request_poll)
+
+    def on_unmount(self) -> None:
+        # Whatever path ends the app, the worker is told to stop; run_app waits for it.
+        if self.engine is not None:
+            self.engine.worker.request_stop()
+        if self._unsubscribe_log is not None:
+            self._unsubscribe_log()
+
+    # --- threads ---------------------------------------------------------------------------------
+
+    def in_thread(self, fn: Callable[[], T], done: Callable[[T], None],
+                  on_error: Callable[[BaseException], None] | None = None) -> None:
+        """Run `fn` (database work) in a thread; `done`/`on_error` run back on the UI loop."""
+
+        def body() -> None:
+            try:
+                result = fn()
+            except Exception as exc:  # shown to the operator as one line
+                self._call_back(on_error or self._show_error, exc)
+                return
+            self._call_back(done, result)
+
+        self.run_worker(body, thread=True, group="db", exit_on_error=False)
+
+    def _call_back(self, fn: Callable[[Any], None], value: Any) -> None:
+        try:
+            self.call_from_thread(fn, value)
+        except RuntimeError:
+            pass  # the app is shutting down; nobody is left to tell
+
+    def _show_error(self, exc: BaseException) -> None:
+        self.notify(clean(str(exc), 300) or type(exc).__name__, title="Error",
+                    severity="error", timeout=8)
+
+    # --- polling ---------------------------------------------------------------------------------
+
+    def base_screen(self) -> Screen[Any]:
+        """The screen under any modals: what is on show and what the poll refreshes."""
+        for screen in reversed(self.screen_stack):
+            if not isinstance(screen, ModalScreen):
+                return screen
+        return self.screen
+
+    def main_screen(self) -> MainScreen | None:
+        for screen in self.screen_stack:
+            if isinstance(screen, MainScreen):
+                return screen
+        return None
+
+    def _tick(self) -> None:
+        if not self.frozen:
+            self.request_poll()
+
+    def request_poll(self) -> None:
+        """Refresh what is on show, from a thread; never two polls at once."""
+        if self._polling:
+            self._poll_again = True
+            return
+        screen = self.base_screen()
+        target = screen.live_target() if hasattr(screen, "live_target") else None
+        fetch = target.plan() if target is not None else None
+        db, engine = self.db, self.engine
+        self._polling = True
+
+        def body() -> None:
+            data, rate, error = None, None, None
+            try:
+                if fetch is not None:
+                    data = fetch()
+                if engine is None:
+                    since = clock.now() - JOBS_PER_SECOND_WINDOW
+                    rate = finished_since(db, since) / JOBS_PER_SECOND_WINDOW
+            except Exception as exc:  # the database went away: say so, keep polling
+                error = f"database error: {clean(str(exc), 120)}"
+            self._call_back(lambda r: self._poll_done(target, r), PollResult(data, rate, error))
+
+        self.run_worker(body, thread=True, group="poll", exit_on_error=False)
+
+    def _poll_done(self, target: Any, result: PollResult) -> None:
+        self._polling = False
+        self.poll_count += 1
+        self._last_error = result.error
+        if result.jobs_per_second is not None:
+            self._last_jobs_per_second = result.jobs_per_second
+        if result.error is None and target is not None and target.is_attached:
+            target.apply(result.data)
+        self.drain_log()
+        self.update_header()
+        if self._poll_again:
+            self._poll_again = False
+            self.request_poll()
+
+    def drain_log(self) -> None:
+        main = self.main_screen()
+        if main is None:
+            return
+        log = main.query_one(LogPane)
+        log.feed(self.log_buffer.since(log.last_seq))
+
+    def header_info(self) -> HeaderInfo:
+        engine = self.engine
+        if engine is None:
+            state, note = "off", ("read-only" if self.read_only else "--no-worker")
+            concurrency = None
+            rate = self._last_jobs_per_second
+        else:
+            state, note = engine.state, ""
+            if engine.error is not None:
+                note = clean(str(engine.error), 60)
+            concurrency = engine.concurrency
+            rate = engine.throughput()
+        main = self.main_screen()
+        pane = main.pane if main is not None and self.base_screen() is main else "detail"
+        return HeaderInfo(self.db.display_url, state, concurrency, rate, self.read_only,
+                          self.frozen, pane, self._last_error, note)
+
+    def update_header(self) -> None:
+        info = self.header_info()
+        for header in self.base_screen().query(StatusHeader):
+            header.show(info)
+
+    # --- navigation ------------------------------------------------------------------------------
+
+    def _to_main(self) -> MainScreen:
+        while not isinstance(self.screen, MainScreen) and len(self.screen_stack) > 1:
+            self.pop_screen()
+        main = self.main_screen()
+        assert main is not None
+        return main
+
+    def action_switch_pane(self, pane: str) -> None:
+        self._to_main().switch(pane)
+        self.update_header()
+        self.request_poll()
+
+    def open_detail(self, job_id: int) -> None:
+        self.push_screen(DetailScreen(job_id))
+        self.call_after_refresh(self.request_poll)
+
+    def show_logs(self, job_id: int, correlation_id: str) -> None:
+        main = self._to_main()
+        main.switch("log")
+        main.query_one(LogPane).only(job_id, correlation_id, self.log_buffer.since(0))
+        self.update_header()
+        if self.engine is None:
+            self.notify("the log pane shows this console's embedded worker; with workers "
+                        "elsewhere, job lines are in their logs (correlation "
+                        f"{correlation_id[:12]})", severity="warning", timeout=8)
+
+    def action_show_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen(self.keymap_overrides, self.read_only))
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # Inside a modal the pane keys mean nothing; only quitting works from everywhere.
+        if isinstance(self.screen, ModalScreen) and action not in ("quit_console", "quit"):
+            return action not in {k.action.split("(")[0] for k in keymap.GLOBAL}
+        return True
+
+    # --- the embedded worker ---------------------------------------------------------------------
+
+    def refuse_if_read_only(self, what: str) -> bool:
+        if self.read_only:
+            self.notify(f"{what} is disabled: this console is read-only (--read-only)",
+                        title="Read-only", severity="warning")
+            return True
+        return False
+
+    def action_toggle_worker(self) -> None:
+        if self.refuse_if_read_only("pausing the worker"):
+            return
+        if self.engine is None:
+            self.notify("no embedded worker: the console was started with --no-worker "
+                        "(workers elsewhere drain the queue)", severity="warning")
+            return
+        state = self.engine.toggle_pause()
+        self.notify("worker resumed" if state == "running"
+                    else "worker paused: it claims nothing until you press w again "
+                         "(jobs it runs now finish)", title="Worker")
+        self.update_header()
+
+    def action_toggle_freeze(self) -> None:
+        self.frozen = not self.frozen
+        self.notify("live refresh frozen (f resumes)" if self.frozen
+                    else "live refresh resumed", title="Refresh")
+        self.update_header()
+        if not self.frozen:
+            self.request_poll()
+
+    def action_quit_console(self) -> None:
+        engine = self.engine
+        if self._quitting:
+            if engine is not None:
+                engine.worker.request_stop(force=True)
+            return
+        self._quitting = True
+        if engine is None or not engine.started or engine.done.is_set():
+            if engine is not None:
+                engine.worker.request_stop()
+            self.exit(0)
+            return
+        self.notify("stopping the worker: finishing in-flight jobs (q again releases "
+                    "them now)", title="Quitting", timeout=30)
+        engine.worker.request_stop()
+        limit = self.settings.shutdown_timeout_seconds + 10
+
+        def wait() -> None:
+            engine.done.wait(limit)
+            self._call_back(lambda _: self.exit(0), None)
+
+        self.run_worker(wait, thread=True, group="quit", exit_on_error=False)
+
+    # --- operator actions ------------------------------------------------------------------------
+
+    def job_action(self, verb: str, targets: dict[int, str | None],
+                   on_done: Callable[[list[int]], None]) -> None:
+        """retry / replay / cancel the given jobs, after a confirmation. `targets` maps job
+        ids to the status the console last saw (None: unknown)."""
+        if self.refuse_if_read_only(verb):
+            return
+        allowed = ALLOWED_FROM[verb]
+        need = " or ".join(allowed)
+        bad = {i: s for i, s in targets.items() if s is not None and s not in allowed}
+        ids = list(targets)
+        if len(ids) == 1 and bad:
+            job_id, status = next(iter(bad.items()))
+            self.notify(f"job {job_id} is {status}; only {need} jobs can be {PAST[verb]}",
+                        title=f"Cannot {verb}", severity="warning")
+            return
+        body = Text()
+        if len(ids) == 1:
+            title = f"{verb.capitalize()} job {ids[0]}?"
+            body.append(self._explain(verb, ids[0]))
+        else:
+            title = f"{verb.capitalize()} {len(ids)} jobs?"
+            body.append(f"{len(ids)} marked jobs. ")
+            body.append(self._explain(verb, None))
+            if bad:
+                body.append(f"\n{len(bad)} of them are not {need} and will be refused.",
+                            style="bold yellow")
+        self.push_screen(ConfirmScreen(title, body, verb.capitalize()),
+                         callback=lambda yes: self._run_action(verb, ids, on_done) if yes
+                         else None)
+
+    @staticmethod
+    def _explain(verb: str, job_id: int | None) -> str:
+        which = f"job {job_id}" if job_id is not None else "each job"
+        if verb == "replay":
+            return (f"A new pending job is created, linked to {which}; "
+                    f"{'the original' if job_id is None else f'job {job_id}'} and its "
+                    "attempts stay as they are.")
+        if verb == "retry":
+            return (f"{which.capitalize()} goes back to pending with a fresh retry budget; "
+                    "its attempt history is kept.")
+        return (f"{which.capitalize()} is canceled; if it is running, its worker stops it "
+                "and its late result is discarded.")
+
+    def _run_action(self, verb: str, ids: list[int],
+                    on_done: Callable[[list[int]], None]) -> None:
+        db, engine = self.db, self.engine
+
+        def work() -> control.BulkOutcome:
+            return control.bulk(db, verb, ids)
+
+        def done(out: control.BulkOutcome) -> None:
+            if verb == "cancel" and engine is not None:
+                for job_id in out.done:
+                    engine.cancel_local(job_id)
+            self._report(verb, ids, out)
+            on_done(list(out.done))
+            self.request_poll()
+
+        self.in_thread(work, done)
+
+    def _report(self, verb: str, ids: list[int], out: control.BulkOutcome) -> None:
+        if len(ids) == 1:
+            job_id = ids[0]
+            if job_id in out.refused:
+                self.notify(clean(out.refused[job_id], 300), title=f"Cannot {verb}",
+                            severity="warning", timeout=8)
+            elif verb == "replay":
+                hint = " (n opens it)" if isinstance(self.screen, DetailScreen) else ""
+                self.notify(f"job {job_id} replayed as job {out.done[job_id]}{hint}",
+                            title="Replayed")
+            elif verb == "retry":
+                self.notify(f"job {job_id} retried: pending again with a fresh budget",
+                            title="Retried")
+            else:
+                self.notify(f"job {job_id} canceled", title="Canceled")
+            return
+        message = out.summary(PAST[verb])
+        if verb == "replay" and out.done:
+            message = f"{len(out.done)} new jobs; " + message
+        severity = "warning" if out.refused else "information"
+        self.notify(clean(message, 400), title=f"{verb.capitalize()}: {len(ids)} jobs",
+                    severity=severity, timeout=10 if out.refused else 5)
+
+    def enqueue_one(self, job_type: str, entity_id: str) -> queue.EnqueueResult:
+        return queue.enqueue(self.db, job_type, entity_id, known_types=registry.names(),
+                             max_attempts=self.settings.max_attempts)
+
+    def action_enqueue(self) -> None:
+        if self.refuse_if_read_only("enqueue"):
+            return
+
+        def opened(job_id: int | None) -> None:
+            self.request_poll()
+            if job_id is not None:
+                self.open_detail(job_id)
+
+        self.push_screen(EnqueueScreen(registry.names(), blink=self.options.blink),
+                         callback=opened)
+
+    # --- export ----------------------------------------------------------------------------------
+
+    def export_view(self, flt: queue.JobFilter, sort: str, what: str) -> None:
+        stamp = datetime.fromtimestamp(clock.now(), UTC).strftime("%Y%m%d-%H%M%S")
+        name = what.replace(" ", "-")
+        desc = Text(f"{what}: ", style="bold")
+        desc.append(clean(f"status {','.join(flt.statuses) or 'all'}, type "
+                          f"{flt.job_type or 'all'}, search {flt.search or '-'}, sort {sort}"))
+        db = self.db
+
+        def chosen(path: str | None) -> None:
+            if path is None:
+                return
+            self.in_thread(lambda: export_jobs(db, flt, sort, Path(path).expanduser()),
+                           lambda n: self.notify(f"exported {n:,} jobs to {path}",
+                                                 title="Exported"))
+
+        self.push_screen(ExportScreen(f"syncbridge-{name}-{stamp}.csv", desc,
+                                      blink=self.options.blink), callback=chosen)
+
+    # --- the command palette ---------------------------------------------------------------------
+
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        seen: set[str] = set()
+        for key in keymap.GLOBAL + keymap.LIST + keymap.DETAIL:
+            if key.action in seen or key.id in ("interrupt", "clear", "back"):
+                continue
+            seen.add(key.action)
+            shown = keymap.effective_key(key, self.keymap_overrides)
+            yield SystemCommand(f"{key.description} ({shown})", key.help,
+                                lambda k=key: self._palette_run(k))
+
+    def _palette_run(self, key: keymap.Key) -> None:
+        if key.group == "global":
+            self.call_later(self.run_action, key.action)
+            return
+        screen = self.base_screen()
+        target: Any = None
+        if isinstance(screen, DetailScreen):
+            target = screen if key.group == "detail" else None
+            if target is None and key.action.startswith(("job_action", "job_logs")):
+                target = screen
+        elif isinstance(screen, MainScreen) and key.group == "list":
+            target = screen.job_list()
+        if target is None:
+            self.notify(f"{key.description}: works in the jobs and dead-letter panes or a "
+                        "job's detail", severity="warning")
+            return
+        self.call_later(self.run_action, key.action, target)
+
+
+def export_jobs(db: Database, flt: queue.JobFilter, sort: str, path: Path) -> int:
+    """Every job matching the view, streamed page by page (never all in memory)."""
+    as_json = path.suffix.lower() == ".json"
+    n = 0
+    fields = list(Job.__dataclass_fields__)
+    with path.open("w", encoding="utf-8", newline="") as out:
+        writer = None if as_json else csv.DictWriter(out, fieldnames=fields)
+        if writer is not None:
+            writer.writeheader()
+        else:
+            out.write("[\n")
+        while n < EXPORT_CAP:
+            page = queue.list_jobs(db, flt, limit=EXPORT_PAGE, offset=n, sort=sort)
+            for job in page:
+                row = job.to_dict()
+                if writer is not None:
+                    writer.writerow({k: json.dumps(v) if isinstance(v, dict) else v
+                                     for k, v in row.items()})
+                else:
+                    out.write((",\n" if n else "") + json.dumps(row, ensure_ascii=False))
+                n += 1
+            if len(page) < EXPORT_PAGE:
+                break
+        if writer is None:
+            out.write("\n]\n")
+    return n
+
+
+def create_app(settings: Settings, options: ConsoleOptions | None = None, *,
+               db: Database | None = None) -> SyncBridgeApp:
+    """Build the console. Tests pass a fixed clock, live=False, embedded_worker=False."""
+    options = options or ConsoleOptions()
+    if options.clock is not None:
+        clock.set_clock(options.clock)
+    if options.configure_logging:
+        # With a screen in use, logs go to SYNCBRIDGE_LOG_FILE or nowhere, never the terminal.
+        sblog.configure(level=settings.log_level, log_file=settings.log_file, quiet=True)
+    if db is None:
+        from core.runtime import open_database
+
+        db = open_database(settings)
+    overrides, error = options.keymap, None
+    if overrides is None:
+        try:
+            overrides = keymap.load_keymap()
+        except keymap.KeymapError as exc:
+            overrides, error = {}, str(exc)
+    return SyncBridgeApp(settings, db, options, overrides, error)
+
+
+def run_app(args: argparse.Namespace, settings: Settings) -> int:
+    """`syncbridge` without a command: open the database, seed the demo, run the console."""
+    from core.runtime import open_database
+    from syncbridge_tui.cli import seed_demo
+
+    db = open_database(settings)
+    try:
+        if not args.read_only and not args.no_demo and queue.count_jobs(db, cap=1) == 0:
+            seed_demo(db, settings)
+        app = create_app(settings, ConsoleOptions(
+            read_only=args.read_only, embedded_worker=not args.no_worker,
+            concurrency=args.concurrency), db=db)
+        try:
+            app.run()
+        finally:
+            # However the app ended, the worker stops cleanly before we return.
+            if app.engine is not None:
+                app.engine.stop(settings.shutdown_timeout_seconds + 10)
+        # Textual sets return_code to 1 when the app crashed (and printed why).
+        return int(app.return_code or 0)
+    finally:
+        db.dispose()

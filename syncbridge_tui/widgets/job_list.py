@@ -1,0 +1,401 @@
+"""A live, windowed list of jobs: the jobs pane and (with a fixed status) the dead letters.
+
+Only the rows that fit on screen are fetched (`list_jobs(limit=page, offset=…)`, which the
+status/type/id indexes serve), the count is capped, and rows are rewritten in place. The
+cursor follows its job while rows move under it (new jobs arriving on top, statuses
+changing under a status sort).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import DataTable, Input, Static
+
+from core import queue
+from core.console_queries import job_ids
+from core.handlers import registry
+from core.models import STATUSES
+from core.records import Job
+from syncbridge_tui import keymap
+from syncbridge_tui.cells import cell, dash, status_cell
+from syncbridge_tui.text import ago, clean, until
+from syncbridge_tui.widgets.window_table import WindowTable
+
+if TYPE_CHECKING:
+    from syncbridge_tui.app import SyncBridgeApp
+
+COUNT_CAP = 100_000
+MARK_ALL_CAP = 10_000
+SORT_ORDER = ("age", "oldest", "status", "type")
+
+
+@dataclass(slots=True)
+class Window:
+    """What one poll fetches: the query and the slice of its result."""
+
+    flt: queue.JobFilter
+    sort: str
+    offset: int
+    page: int
+    to_bottom: bool = False
+
+
+@dataclass(slots=True)
+class WindowResult:
+    window: Window
+    jobs: list[Job]
+    total: int
+    capped: bool
+
+
+@dataclass(slots=True)
+class ListState:
+    statuses: tuple[str, ...] = ()
+    job_type: str | None = None
+    search: str = ""
+    sort: str = "age"
+    offset: int = 0
+    marked: dict[int, str | None] = field(default_factory=dict)  # id -> status when marked
+
+
+class JobList(Vertical):
+    """Shared by the jobs and dead-letter panes; subclasses choose columns and filters."""
+
+    BINDINGS = keymap.bindings(keymap.LIST)
+    COLUMNS: list[tuple[str, int]] = []
+    FIXED_STATUSES: tuple[str, ...] = ()
+    TITLE = "Jobs"
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id, classes="pane job-list")
+        self.state = ListState(statuses=self.FIXED_STATUSES)
+        self.jobs: list[Job] = []
+        self.total = 0
+        self.capped = False
+        self.selected_id: int | None = None
+        self._follow = True
+        self._pending_bottom = False
+        self.loaded = False
+
+    @property
+    def console(self) -> SyncBridgeApp:
+        return self.app  # type: ignore[return-value]
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="list-title", classes="pane-title")
+        search = Input(placeholder="search: entity id, job id or correlation id (prefix) "
+                                   "— enter keeps it, esc clears", id="search")
+        search.display = False
+        yield search
+        table = WindowTable(id="table")
+        for label, width in self.COLUMNS:
+            table.add_column(label, width=width, key=label or "mark")
+        yield table
+
+    @property
+    def table(self) -> WindowTable:
+        return self.query_one(WindowTable)
+
+    def on_mount(self) -> None:
+        self.update_title()
+
+    def focus_table(self) -> None:
+        self.table.focus()
+
+    # --- polling ---------------------------------------------------------------------------------
+
+    def page_size(self) -> int:
+        height = self.table.size.height
+        return max(1, height - 1) if height > 2 else 20  # minus the header row
+
+    def filter(self) -> queue.JobFilter:
+        s = self.state
+        return queue.JobFilter(statuses=s.statuses, job_type=s.job_type,
+                               search=s.search.strip() or None)
+
+    def plan(self) -> Callable[[], WindowResult]:
+        window = Window(self.filter(), self.state.sort, self.state.offset, self.page_size(),
+                        to_bottom=self._pending_bottom)
+        self._pending_bottom = False
+        db = self.console.db
+
+        def fetch() -> WindowResult:
+            w = window
+            if w.to_bottom:
+                total = queue.count_jobs(db, w.flt)
+                w = replace(w, offset=max(0, total - w.page))
+            total = queue.count_jobs(db, w.flt, cap=COUNT_CAP + 1)
+            jobs = queue.list_jobs(db, w.flt, limit=w.page, offset=w.offset, sort=w.sort)
+            if not jobs and w.offset > 0 and total > 0:
+                # The window fell off the end (jobs finished, a filter narrowed): last page.
+                w = replace(w, offset=max(0, total - w.page))
+                jobs = queue.list_jobs(db, w.flt, limit=w.page, offset=w.offset, sort=w.sort)
+            return WindowResult(w, jobs, min(total, COUNT_CAP), total > COUNT_CAP)
+
+        return fetch
+
+    def apply(self, result: WindowResult) -> None:
+        if result.window.flt != self.filter() or result.window.sort != self.state.sort:
+            return  # the operator changed the query while this poll ran; a new poll follows
+        self.state.offset = result.window.offset
+        self.jobs = result.jobs
+        self.total, self.capped = result.total, result.capped
+        table = self.table
+        previous_row = table.cursor_row
+        table.show_rows([self.row(job) for job in self.jobs])
+        ids = [job.id for job in self.jobs]
+        if self._follow and self.selected_id in ids:
+            target = ids.index(self.selected_id)
+        else:
+            target = min(max(previous_row, 0), max(0, len(ids) - 1))
+        self._follow = True
+        if ids:
+            if target != table.cursor_row:
+                table.move_cursor(row=target, animate=False)
+            self.selected_id = ids[target]
+        else:
+            self.selected_id = None
+        self.loaded = True
+        self.update_title()
+
+    # --- rendering -------------------------------------------------------------------------------
+
+    def mark_cell(self, job: Job) -> Text:
+        return Text("●", style="bold yellow") if job.id in self.state.marked else Text(" ")
+
+    def row(self, job: Job) -> tuple[Text, ...]:
+        raise NotImplementedError
+
+    def update_title(self) -> None:
+        s = self.state
+        t = Text()
+        t.append(self.TITLE, style="bold")
+        t.append("  ")
+        if not self.FIXED_STATUSES:
+            t.append("status ", style="dim")
+            t.append(",".join(s.statuses) or "all")
+            t.append("  ")
+        t.append("type ", style="dim")
+        t.append(s.job_type or "all")
+        t.append("  sort ", style="dim")
+        t.append(s.sort)
+        if s.search.strip():
+            t.append("  search ", style="dim")
+            t.append(clean(s.search, 40), style="bold")
+        t.append("  ")
+        if self.jobs:
+            last = s.offset + len(self.jobs)
+            total = f"{self.total:,}+" if self.capped else f"{self.total:,}"
+            t.append(f"{s.offset + 1:,}-{last:,} of {total}", style="dim")
+        elif self.loaded:
+            t.append("no jobs match" if (s.search or s.job_type or
+                                         s.statuses != self.FIXED_STATUSES) else "no jobs",
+                     style="dim")
+        if s.marked:
+            t.append(f"  {len(s.marked)} marked", style="bold yellow")
+        self.query_one("#list-title", Static).update(t)
+
+    # --- events ----------------------------------------------------------------------------------
+
+    @on(DataTable.RowHighlighted)
+    def _highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if 0 <= event.cursor_row < len(self.jobs):
+            self.selected_id = self.jobs[event.cursor_row].id
+
+    @on(DataTable.RowSelected)
+    def _selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        self.action_open_detail()
+
+    @on(WindowTable.Scroll)
+    def _scroll(self, event: WindowTable.Scroll) -> None:
+        event.stop()
+        page = self.page_size()
+        s = self.state
+        if event.to == "top":
+            s.offset = 0
+            self.table.move_cursor(row=0, animate=False)
+        elif event.to == "bottom":
+            self._pending_bottom = True
+            self.table.move_cursor(row=page - 1, animate=False)
+        else:
+            limit = self.total if not self.capped else s.offset + page + abs(event.delta)
+            new = max(0, min(s.offset + event.delta, max(0, limit - page)))
+            if new == s.offset:
+                return
+            s.offset = new
+        self._follow = False  # the cursor stays on its screen row; the rows move under it
+        self.requery(keep_offset=True)
+
+    def requery(self, keep_offset: bool = False) -> None:
+        if not keep_offset:
+            self.state.offset = 0
+            self._follow = True
+        self.update_title()
+        self.console.request_poll()
+
+    @on(Input.Changed, "#search")
+    def _search_changed(self, event: Input.Changed) -> None:
+        event.stop()
+        self.state.search = event.value
+        self.requery()
+
+    @on(Input.Submitted, "#search")
+    def _search_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        if not event.value.strip():
+            event.input.display = False
+        self.focus_table()
+
+    # --- actions ---------------------------------------------------------------------------------
+
+    def current_job(self) -> Job | None:
+        row = self.table.cursor_row
+        return self.jobs[row] if 0 <= row < len(self.jobs) else None
+
+    def action_start_search(self) -> None:
+        search = self.query_one("#search", Input)
+        search.display = True
+        search.focus()
+
+    def action_clear(self) -> None:
+        search = self.query_one("#search", Input)
+        s = self.state
+        if search.has_focus or s.search:
+            search.value = ""
+            search.display = False
+            s.search = ""
+            self.focus_table()
+        elif s.marked:
+            s.marked.clear()
+            self.show_marks()
+        elif s.statuses != self.FIXED_STATUSES or s.job_type:
+            s.statuses, s.job_type = self.FIXED_STATUSES, None
+        else:
+            return
+        self.requery()
+
+    def action_open_detail(self) -> None:
+        job = self.current_job()
+        if job is not None:
+            self.console.open_detail(job.id)
+
+    def action_toggle_mark(self) -> None:
+        job = self.current_job()
+        if job is None:
+            return
+        marked = self.state.marked
+        if job.id in marked:
+            del marked[job.id]
+        else:
+            marked[job.id] = job.status
+        self.show_marks()
+        self.table.action_cursor_down()
+
+    def show_marks(self) -> None:
+        table = self.table
+        for i, job in enumerate(self.jobs):
+            table.set_cell(i, 0, self.mark_cell(job))
+        self.update_title()
+
+    def action_mark_all(self) -> None:
+        flt, sort, db = self.filter(), self.state.sort, self.console.db
+
+        def fetch() -> list[int]:
+            return job_ids(db, flt, sort=sort, limit=MARK_ALL_CAP)
+
+        def done(ids: list[int]) -> None:
+            for job_id in ids:
+                self.state.marked.setdefault(job_id, None)
+            self.show_marks()
+            more = " (the first ones)" if len(ids) >= MARK_ALL_CAP else ""
+            self.app.notify(f"marked {len(ids):,} jobs matching the filter{more}",
+                            title="Marked")
+
+        self.console.in_thread(fetch, done)
+
+    def action_job_action(self, verb: str) -> None:
+        s = self.state
+        if s.marked:
+            self.console.job_action(verb, dict(s.marked), on_done=self._after_action)
+            return
+        job = self.current_job()
+        if job is None:
+            self.app.notify("no job selected", severity="warning")
+            return
+        self.console.job_action(verb, {job.id: job.status}, on_done=self._after_action)
+
+    def _after_action(self, done_ids: list[int]) -> None:
+        for job_id in done_ids:
+            self.state.marked.pop(job_id, None)
+        self.show_marks()
+
+    def action_job_logs(self) -> None:
+        job = self.current_job()
+        if job is not None:
+            self.console.show_logs(job.id, job.correlation_id)
+
+    def action_cycle_status(self) -> None:
+        if self.FIXED_STATUSES:
+            self.app.notify("this pane shows dead jobs only; filter by status in the jobs "
+                            "pane (1)", severity="warning")
+            return
+        cycle: list[tuple[str, ...]] = [(), *((st,) for st in STATUSES)]
+        i = cycle.index(self.state.statuses) if self.state.statuses in cycle else 0
+        self.state.statuses = cycle[(i + 1) % len(cycle)]
+        self.requery()
+
+    def action_cycle_type(self) -> None:
+        cycle: list[str | None] = [None, *registry.names()]
+        i = cycle.index(self.state.job_type) if self.state.job_type in cycle else 0
+        self.state.job_type = cycle[(i + 1) % len(cycle)]
+        self.requery()
+
+    def action_cycle_sort(self) -> None:
+        i = SORT_ORDER.index(self.state.sort)
+        self.state.sort = SORT_ORDER[(i + 1) % len(SORT_ORDER)]
+        self.requery()
+
+    def action_export(self) -> None:
+        self.console.export_view(self.filter(), self.state.sort, self.TITLE.lower())
+
+    def set_filters(self, **changes: Any) -> None:
+        """Tests and the palette: change the query in one go."""
+        for key, value in changes.items():
+            setattr(self.state, key, value)
+        self.requery()
+
+
+class JobsPane(JobList):
+    TITLE = "Jobs"
+    COLUMNS = [("", 1), ("ID", 7), ("TYPE", 9), ("ENTITY", 22), ("STATUS", 9),
+               ("ATTEMPTS", 8), ("NEXT RUN", 9), ("AGE", 9), ("CORRELATION", 14),
+               ("LAST ERROR", 22)]
+
+    def row(self, job: Job) -> tuple[Text, ...]:
+        next_run = until(job.next_run_at) if job.status == "pending" else "-"
+        err = job.dead_error_type or job.last_error_type
+        return (self.mark_cell(job), cell(job.id), cell(job.job_type), cell(job.entity_id),
+                status_cell(job.status), cell(f"{job.attempt_count}/{job.max_attempts}"),
+                cell(next_run), cell(ago(job.created_at)), cell(job.correlation_id[:12], "dim"),
+                dash(err, "red" if job.status in ("failed", "dead") else "dim"))
+
+
+class DeadLettersPane(JobList):
+    TITLE = "Dead letters"
+    FIXED_STATUSES = ("dead",)
+    COLUMNS = [("", 1), ("ID", 7), ("TYPE", 9), ("ENTITY", 18), ("DEAD ERROR", 20),
+               ("MESSAGE", 44), ("ATTEMPTS", 8), ("AGE", 9), ("DIED", 9)]
+
+    def row(self, job: Job) -> tuple[Text, ...]:
+        return (self.mark_cell(job), cell(job.id), cell(job.job_type), cell(job.entity_id),
+                dash(job.dead_error_type, "bold magenta"), dash(job.dead_error),
+                cell(f"{job.attempt_count}/{job.max_attempts}"), cell(ago(job.created_at)),
+                cell(ago(job.finished_at)))

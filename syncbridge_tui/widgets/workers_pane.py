@@ -1,0 +1,85 @@
+"""Every worker with a heartbeat; a worker that stopped beating without saying goodbye
+is marked stale (its leases will expire and be recovered by the others)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import DataTable, Static
+
+from core import clock, queue
+from core.records import WorkerInfo
+from syncbridge_tui.cells import cell
+from syncbridge_tui.text import ago
+
+if TYPE_CHECKING:
+    from syncbridge_tui.app import SyncBridgeApp
+
+COLUMNS = [("WORKER", 34), ("STATE", 8), ("HOST", 16), ("PID", 7), ("STARTED", 10),
+           ("LAST SEEN", 10), ("CONC", 5), ("IN FLIGHT", 9), ("PROCESSED", 9), ("", 6)]
+
+
+def stale_after(lease_seconds: float) -> float:
+    # Workers beat every min(lease/3, 5) s; three missed beats (at least 15 s) is stale.
+    return max(15.0, 3 * min(lease_seconds / 3.0, 5.0))
+
+
+class WorkersPane(Vertical):
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id, classes="pane")
+        self.loaded = False
+        self.worker_rows: list[WorkerInfo] = []
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="workers-title", classes="pane-title")
+        table: DataTable[Text] = DataTable(id="workers-table", cursor_type="row",
+                                           zebra_stripes=True)
+        for label, width in COLUMNS:
+            table.add_column(label, width=width, key=label or "flag")
+        yield table
+
+    def focus_table(self) -> None:
+        self.query_one(DataTable).focus()
+
+    def plan(self) -> Callable[[], list[WorkerInfo]]:
+        app: SyncBridgeApp = self.app  # type: ignore[assignment]
+        db = app.db
+        return lambda: queue.list_workers(db)
+
+    def apply(self, workers: list[WorkerInfo]) -> None:
+        app: SyncBridgeApp = self.app  # type: ignore[assignment]
+        limit = stale_after(app.settings.lease_seconds)
+        now = clock.now()
+        table: DataTable[Text] = self.query_one(DataTable)
+        keys = {str(r.key.value) for r in table.rows}
+        stale_count = 0
+        for w in workers:
+            stale = w.state != "stopped" and now - w.last_seen_at > limit
+            stale_count += stale
+            dim = "dim" if w.state == "stopped" else ""
+            flag = cell("STALE", "bold red") if stale else cell("")
+            state_style = {"running": "green", "paused": "yellow"}.get(w.state, dim)
+            values = [cell(w.id, dim), cell(w.state, state_style), cell(w.host, dim),
+                      cell(w.pid, dim), cell(ago(w.started_at), dim),
+                      cell(ago(w.last_seen_at), "bold red" if stale else dim),
+                      cell(w.concurrency, dim), cell(w.in_flight, dim),
+                      cell(w.processed, dim), flag]
+            if w.id in keys:
+                for (label, _), value in zip(COLUMNS, values, strict=True):
+                    table.update_cell(w.id, label or "flag", value)
+            else:
+                table.add_row(*values, key=w.id)
+        gone = keys - {w.id for w in workers}
+        for key in gone:
+            table.remove_row(key)
+        self.worker_rows = workers
+        title = Text.assemble(("Workers", "bold"), ("  with a heartbeat: ", "dim"),
+                              str(len(workers)))
+        if stale_count:
+            title.append(f"  {stale_count} stale (no heartbeat for {limit:.0f}s)", "bold red")
+        self.query_one("#workers-title", Static).update(title)
+        self.loaded = True
