@@ -21,30 +21,22 @@ from sqlalchemy import (
     literal,
     or_,
     select,
-    text,
     tuple_,
     update,
 )
 
-from core import clock
+from core import clock, hotpath
 from core.db import Database
 from core.models import (
-    ACTIVE_SQL,
     ACTIVE_STATUSES,
     DEAD,
-    FAILED,
-    OUTCOME_DEAD,
-    OUTCOME_FAILED,
     OUTCOME_LEASE_EXPIRED,
     OUTCOME_LEASE_LOST,
     OUTCOME_RELEASED,
-    OUTCOME_RETRY,
     OUTCOME_RUNNING,
-    OUTCOME_SUCCESS,
     PENDING,
     RUNNING,
     STATUSES,
-    SUCCESS,
     attempts_t,
     jobs_t,
     workers_t,
@@ -98,24 +90,6 @@ def validate_job_type(job_type: object, known: Iterable[str]) -> str:
 
 def new_correlation_id() -> str:
     return uuid.uuid4().hex
-
-
-def _job_values(job_type: str, entity_id: str, *, payload: dict[str, Any] | None,
-                max_attempts: int, correlation_id: str | None, now: float) -> dict[str, Any]:
-    return {
-        "job_type": job_type,
-        "entity_id": entity_id,
-        "status": PENDING,
-        "payload": payload,
-        "correlation_id": correlation_id or new_correlation_id(),
-        "attempt_count": 0,
-        "max_attempts": max_attempts,
-        "next_run_at": now,
-        "lease_token": 0,
-        "is_replay": False,
-        "created_at": now,
-        "updated_at": now,
-    }
 
 
 def _active_job_id(conn: Connection, job_type: str, entity_id: str) -> int | None:
@@ -172,19 +146,9 @@ def enqueue_many(
         now = clock.now()
         with db.write() as conn:
             for part in _chunks(todo, chunk):
-                rows = [_job_values(job_type, e, payload=payload, max_attempts=max_attempts,
-                                    correlation_id=correlation_id, now=now) for e in part]
-                stmt = (
-                    db.insert(jobs_t)
-                    .values(rows)
-                    .on_conflict_do_nothing(
-                        index_elements=["job_type", "entity_id"],
-                        # Literal, so PostgreSQL can match it to the partial index.
-                        index_where=text(ACTIVE_SQL),
-                    )
-                    .returning(jobs_t.c.id, jobs_t.c.entity_id)
-                )
-                for job_id, entity in conn.execute(stmt):
+                corrs = [correlation_id or new_correlation_id() for _ in part]
+                for job_id, entity in hotpath.insert_jobs(conn, db.is_postgres, job_type, part,
+                                                          corrs, payload, max_attempts, now):
                     results[entity] = EnqueueResult(job_id, True, entity)
                 missing = [e for e in part if e not in results]
                 if missing:
@@ -213,18 +177,6 @@ def _chunks(seq: Sequence[str], size: int) -> Iterable[Sequence[str]]:
 
 # --- the worker's side ------------------------------------------------------------------------
 
-_CLAIM_COLUMNS = (
-    jobs_t.c.id,
-    jobs_t.c.job_type,
-    jobs_t.c.entity_id,
-    jobs_t.c.payload,
-    jobs_t.c.correlation_id,
-    jobs_t.c.attempt_count,
-    jobs_t.c.max_attempts,
-    jobs_t.c.lease_token,
-)
-
-
 def claim(
     db: Database,
     worker_id: str,
@@ -237,42 +189,10 @@ def claim(
     if limit <= 0 or not job_types:
         return []
     now = clock.now()
-    due = (
-        select(jobs_t.c.id)
-        .where(jobs_t.c.status == PENDING, jobs_t.c.next_run_at <= now,
-               jobs_t.c.job_type.in_(job_types))
-        .order_by(jobs_t.c.next_run_at)
-        .limit(limit)
-    )
-    if db.is_postgres:
-        due = due.with_for_update(skip_locked=True)
-    stmt = (
-        update(jobs_t)
-        .where(jobs_t.c.id.in_(due.scalar_subquery()))
-        .values(
-            status=RUNNING,
-            lease_owner=worker_id,
-            lease_token=jobs_t.c.lease_token + 1,
-            attempt_count=jobs_t.c.attempt_count + 1,
-            lease_acquired_at=now,
-            lease_expires_at=now + lease_seconds,
-            updated_at=now,
-        )
-        .returning(*_CLAIM_COLUMNS)
-    )
+    # One round trip on PostgreSQL (lease + open attempts); fixed, prepared SQL text.
     with db.write() as conn:
-        rows = conn.execute(stmt).all()
-        if not rows:
-            return []
-        conn.execute(
-            attempts_t.insert(),
-            [{"job_id": r.id, "number": r.lease_token, "worker_id": worker_id,
-              "started_at": now, "outcome": OUTCOME_RUNNING} for r in rows],
-        )
-    jobs = [ClaimedJob(r.id, r.job_type, r.entity_id, r.payload, r.correlation_id,
-                       r.attempt_count, r.max_attempts, r.lease_token, now) for r in rows]
-    jobs.sort(key=lambda j: j.id)
-    return jobs
+        return hotpath.claim(conn, db.is_postgres, worker_id, limit, now, lease_seconds,
+                             job_types)
 
 
 def renew_leases(db: Database, worker_id: str, held: Mapping[int, int],
@@ -295,26 +215,6 @@ def renew_leases(db: Database, worker_id: str, held: Mapping[int, int],
         return set(conn.execute(stmt).scalars())
 
 
-def _job_update_for(c: Completion) -> dict[str, Any]:
-    base: dict[str, Any] = {"updated_at": c.finished_at, "lease_owner": None,
-                            "lease_expires_at": None}
-    if c.outcome == OUTCOME_SUCCESS:
-        base.update(status=SUCCESS, result=c.result, finished_at=c.finished_at)
-    elif c.outcome == OUTCOME_RETRY:
-        base.update(status=PENDING, next_run_at=c.next_run_at, last_error=c.error_message,
-                    last_error_type=c.error_type)
-    elif c.outcome == OUTCOME_DEAD:
-        base.update(status=DEAD, finished_at=c.finished_at, last_error=c.error_message,
-                    last_error_type=c.error_type, dead_error=c.error_message,
-                    dead_error_type=c.error_type)
-    elif c.outcome == OUTCOME_FAILED:
-        base.update(status=FAILED, finished_at=c.finished_at, last_error=c.error_message,
-                    last_error_type=c.error_type)
-    else:
-        raise ValueError(f"not a completion outcome: {c.outcome}")
-    return base
-
-
 def complete(db: Database, completions: Sequence[Completion]) -> list[bool]:
     """Write a batch of attempt results in one transaction; each is fenced on its own.
 
@@ -323,31 +223,10 @@ def complete(db: Database, completions: Sequence[Completion]) -> list[bool]:
     """
     if not completions:
         return []
-    applied: list[bool] = []
+    # One statement per batch on PostgreSQL, one read + executemany on SQLite; each row is
+    # still conditional on (id, lease_token, status='running').
     with db.write() as conn:
-        for c in completions:
-            res = conn.execute(
-                update(jobs_t)
-                .where(jobs_t.c.id == c.job_id, jobs_t.c.lease_token == c.lease_token,
-                       jobs_t.c.status == RUNNING)
-                .values(**_job_update_for(c))
-            )
-            ok = res.rowcount == 1
-            attempt = attempts_t.c
-            if ok:
-                conn.execute(
-                    update(attempts_t)
-                    .where(attempt.job_id == c.job_id, attempt.number == c.lease_token)
-                    .values(outcome=c.outcome, finished_at=c.finished_at,
-                            duration_ms=c.duration_ms, error_type=c.error_type,
-                            error_message=c.error_message, http_status=c.http_status)
-                )
-            else:
-                _mark_lease_lost(conn, c.job_id, c.lease_token, c.finished_at,
-                                 f"late result ({c.outcome}) discarded: lease lost",
-                                 c.duration_ms, c.http_status)
-            applied.append(ok)
-    return applied
+        return hotpath.complete(conn, db.is_postgres, completions)
 
 
 def _mark_lease_lost(conn: Connection, job_id: int, token: int, now: float, message: str,
