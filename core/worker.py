@@ -28,7 +28,7 @@ from core.db import Database, DatabaseError, local_wakeup
 from core.executor import Backoff, execute
 from core.handlers import JobContext, Registry
 from core.handlers import registry as default_registry
-from core.integrations.clients import correlation_id_var, make_clients
+from core.integrations.clients import job_headers_var, make_clients
 from core.integrations.mock import MockUpstream
 from core.logging import get_logger
 from core.models import OUTCOME_DEAD, OUTCOME_FAILED, OUTCOME_RETRY, OUTCOME_SUCCESS
@@ -245,7 +245,7 @@ class Worker:
                          job.lease_token, self.crm, self.billing, log)
         # Each job runs in its own task, so this context variable is this job's alone; the
         # clients' request hook turns it into the X-Correlation-ID header.
-        correlation_id_var.set(job.correlation_id)
+        job_headers_var.set((job.correlation_id, job.lease_token))
         try:
             completion = await execute(job, self.registry.get(job.job_type), ctx,
                                        self.backoff, self.id)

@@ -11,14 +11,16 @@ from core.integrations.mock import MockUpstream
 
 _default_mock: MockUpstream | None = None
 
-# Set by the worker in each job's task; every request made inside it carries the header.
-correlation_id_var: ContextVar[str | None] = ContextVar("correlation_id", default=None)
+# Set by the worker in each job's task: (correlation id, attempt number). Every request made
+# inside the task carries them, so upstreams can trace and de-duplicate.
+job_headers_var: ContextVar[tuple[str, int] | None] = ContextVar("job_headers", default=None)
 
 
-async def _add_correlation(request: httpx.Request) -> None:
-    correlation_id = correlation_id_var.get()
-    if correlation_id:
-        request.headers["X-Correlation-ID"] = correlation_id
+async def _add_job_headers(request: httpx.Request) -> None:
+    current = job_headers_var.get()
+    if current is not None:
+        request.headers["X-Correlation-ID"] = current[0]
+        request.headers["X-SyncBridge-Attempt"] = str(current[1])
 
 
 def default_mock() -> MockUpstream:
@@ -34,7 +36,7 @@ def make_clients(settings: Settings, mock: MockUpstream | None = None
     limits = httpx.Limits(max_connections=max(10, settings.concurrency * 2),
                           max_keepalive_connections=max(10, settings.concurrency))
 
-    hooks = {"request": [_add_correlation]}
+    hooks = {"request": [_add_job_headers]}
 
     def one(url: str | None, prefix: str) -> httpx.AsyncClient:
         if url:

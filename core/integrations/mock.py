@@ -83,22 +83,27 @@ class MockUpstream:
                 return Reply.json(200, {"billing_writes": dict(self.billing_writes),
                                         "requests": self.requests})
         if len(parts) == 3 and parts[0] == "crm" and method == "GET":
-            return self._crm(parts[1], parts[2], correlation)
+            return self._crm(parts[1], parts[2], correlation,
+                             headers.get("x-syncbridge-attempt", ""))
         if len(parts) == 3 and parts[0] == "billing" and method == "PUT":
             return self._billing(parts[1], parts[2], correlation, body)
         return Reply.json(404, {"error": f"no route {method} {path}"})
 
-    def _crm(self, kind: str, entity: str, correlation: str) -> Reply:
+    def _crm(self, kind: str, entity: str, correlation: str, attempt: str = "") -> Reply:
         if kind not in ("customers", "invoices"):
             return Reply.json(404, {"error": "unknown collection"})
         fault = self._fault(entity)
         if fault is not None:
             return fault
         if entity.endswith("_flaky"):
+            # The attempt header makes "fails twice" hold per job even when the attempts land
+            # on different worker processes, each with its own in-process mock.
             with self._lock:
                 key = correlation or entity
                 self._flaky_calls[key] += 1
                 calls = self._flaky_calls[key]
+            if attempt.isdigit():
+                calls = int(attempt)
             if calls <= _FLAKY_FAILURES:
                 return Reply.json(503, {"error": "CRM temporarily unavailable"})
         if entity == "c_invalid":
