@@ -15,7 +15,7 @@ import argparse
 import csv
 import json
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -63,6 +63,7 @@ class ConsoleOptions:
     keymap: dict[str, str] | None = None  # None: read the user's keymap file
     concurrency: int | None = None
     configure_logging: bool = True
+    worker_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. registry=, mock=
 
 
 @dataclass(slots=True)
@@ -91,7 +92,8 @@ class SyncBridgeApp(App[int]):
         self.log_buffer = LogBuffer()
         self.engine: EmbeddedWorker | None = None
         if options.embedded_worker and not options.read_only:
-            self.engine = EmbeddedWorker(db, settings, concurrency=options.concurrency)
+            self.engine = EmbeddedWorker(db, settings, concurrency=options.concurrency,
+                                         **options.worker_kwargs)
         self.frozen = False
         self.poll_count = 0
         self._polling = False

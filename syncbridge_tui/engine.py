@@ -12,7 +12,7 @@ import asyncio
 import itertools
 import threading
 from collections import deque
-from collections.abc import Callable, MutableMapping
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,8 +53,8 @@ class EmbeddedWorker:
     """Owns one core Worker and the thread its loop runs in."""
 
     def __init__(self, db: Database, settings: Settings, *, concurrency: int | None = None,
-                 worker_factory: Callable[..., Worker] = Worker) -> None:
-        self.worker = worker_factory(db, settings, concurrency=concurrency)
+                 **worker_kwargs: Any) -> None:
+        self.worker = Worker(db, settings, concurrency=concurrency, **worker_kwargs)
         self.done = threading.Event()
         self.error: BaseException | None = None
         self.started = False

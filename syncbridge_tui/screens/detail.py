@@ -24,8 +24,9 @@ from syncbridge_tui.widgets.header import StatusHeader
 if TYPE_CHECKING:
     from syncbridge_tui.app import SyncBridgeApp
 
-ATTEMPT_COLUMNS = [("#", 3), ("WORKER", 28), ("STARTED", 10), ("DURATION", 9),
-                   ("OUTCOME", 13), ("ERROR TYPE", 20), ("HTTP", 4), ("MESSAGE", 60)]
+# Sized to fit 140 columns; the full messages are in the fields above the table.
+ATTEMPT_COLUMNS = [("#", 3), ("WORKER", 22), ("STARTED", 10), ("DURATION", 9),
+                   ("OUTCOME", 13), ("ERROR TYPE", 19), ("HTTP", 4), ("MESSAGE", 38)]
 
 
 @dataclass(slots=True)

@@ -30,9 +30,9 @@ class HelpScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         grid = Table.grid(padding=(0, 2))
-        grid.add_column(style="bold cyan", no_wrap=True)
-        grid.add_column()
-        grid.add_column(style="dim", no_wrap=True)
+        grid.add_column(style="bold cyan", no_wrap=True, min_width=14)
+        grid.add_column(ratio=1)
+        grid.add_column(style="dim", no_wrap=True, min_width=14)
         for group, title in keymap.GROUP_TITLES.items():
             grid.add_row(Text(title, style="bold underline"), "", "")
             for key in keymap.ALL:

@@ -376,8 +376,8 @@ class JobList(Vertical):
 class JobsPane(JobList):
     TITLE = "Jobs"
     COLUMNS = [("", 1), ("ID", 7), ("TYPE", 9), ("ENTITY", 22), ("STATUS", 9),
-               ("ATTEMPTS", 8), ("NEXT RUN", 9), ("AGE", 9), ("CORRELATION", 14),
-               ("LAST ERROR", 22)]
+               ("ATTEMPTS", 9), ("NEXT RUN", 9), ("AGE", 10), ("CORRELATION", 13),
+               ("LAST ERROR", 20)]
 
     def row(self, job: Job) -> tuple[Text, ...]:
         next_run = until(job.next_run_at) if job.status == "pending" else "-"
@@ -392,7 +392,7 @@ class DeadLettersPane(JobList):
     TITLE = "Dead letters"
     FIXED_STATUSES = ("dead",)
     COLUMNS = [("", 1), ("ID", 7), ("TYPE", 9), ("ENTITY", 18), ("DEAD ERROR", 20),
-               ("MESSAGE", 44), ("ATTEMPTS", 8), ("AGE", 9), ("DIED", 9)]
+               ("MESSAGE", 44), ("ATTEMPTS", 9), ("AGE", 9), ("DIED", 9)]
 
     def row(self, job: Job) -> tuple[Text, ...]:
         return (self.mark_cell(job), cell(job.id), cell(job.job_type), cell(job.entity_id),

@@ -1,0 +1,34 @@
+"""Console fixtures: a seeded SQLite database in tmp_path, a console at a fixed clock with
+no worker and no timers (snapshots), or with the real embedded worker (pilot tests)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from syncbridge_tui.app import SyncBridgeApp
+from syncbridge_tui.screenshots import build_showcase
+
+MakeApp = Callable[..., SyncBridgeApp]
+
+
+@pytest.fixture
+def showcase(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[MakeApp]:
+    """make(untrusted=False, read_only=False) -> a console over the seeded demo history.
+
+    The database URL is relative to tmp_path (we chdir there), so the header reads
+    `sqlite:///syncbridge.db` in every snapshot.
+    """
+    monkeypatch.chdir(tmp_path)
+    apps: list[SyncBridgeApp] = []
+
+    def make(**kwargs: bool) -> SyncBridgeApp:
+        app = build_showcase(tmp_path, **kwargs)
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        app.db.dispose()
