@@ -386,8 +386,13 @@ class Worker:
                 task.cancel()
             await asyncio.gather(*unfinished, return_exceptions=True)
         deadline = time.monotonic() + max(2.0, timeout)
-        while self._pending and time.monotonic() < deadline:
-            await self._flush()
+        # `_completing` covers results still queued and a batch the flush loop is writing
+        # right now: cancelling that write would leave its jobs running until lease expiry.
+        while self._completing and time.monotonic() < deadline:
+            if self._pending:
+                await self._flush()
+            else:
+                await asyncio.sleep(0.01)
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
