@@ -69,13 +69,21 @@ WITH due AS (
 SELECT * FROM claimed
 """
 
+# The claim must walk the due index (pending jobs in next_run_at order) and stop after
+# `limit` rows, whatever the table's statistics say: a plan that reads every pending job
+# and sorts them costs O(backlog) per claim (seconds at a million jobs). SQLite takes
+# `INDEXED BY`; PostgreSQL, planning without fresh statistics (a burst of enqueues
+# before autovacuum analyzes), prefers the idempotency index plus a sort, so the claim
+# transaction turns sorts and bitmap scans off for itself (`SET LOCAL`).
+_PG_CLAIM_PLAN = "SET LOCAL enable_sort = off; SET LOCAL enable_bitmapscan = off"
+
 _SQLITE_CLAIM = """
 UPDATE sync_jobs
 SET status = 'running', lease_owner = ?, lease_token = lease_token + 1,
     attempt_count = attempt_count + 1, lease_acquired_at = ?, lease_expires_at = ?,
     updated_at = ?
 WHERE id IN (
-    SELECT id FROM sync_jobs
+    SELECT id FROM sync_jobs INDEXED BY ix_sync_jobs_due
     WHERE status = 'pending' AND next_run_at <= ? AND job_type IN (SELECT value FROM json_each(?))
     ORDER BY next_run_at
     LIMIT ?
@@ -94,6 +102,7 @@ def claim(conn: Connection, is_postgres: bool, worker_id: str, limit: int, now: 
           lease_seconds: float, job_types: Sequence[str]) -> list[ClaimedJob]:
     raw = _raw(conn)
     if is_postgres:
+        raw.execute(_PG_CLAIM_PLAN)
         rows = raw.execute(_PG_CLAIM, {
             "now": now, "types": list(job_types), "limit": limit, "worker": worker_id,
             "expires": now + lease_seconds,
