@@ -162,9 +162,15 @@ class MockUpstream:
 
     def serve(self, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
         """A real HTTP server on loopback (not started: call serve_forever or use a thread)."""
-        server = ThreadingHTTPServer((host, port), _make_handler(self.handle))
+        server = _Server((host, port), _make_handler(self.handle))
         server.daemon_threads = True
         return server
+
+
+class _Server(ThreadingHTTPServer):
+    # The default listen backlog (5) drops the connections of a worker opening a dozen at
+    # once; their SYNs are retried a second later, so short client timeouts fail spuriously.
+    request_queue_size = 128
 
 
 def _make_handler(
