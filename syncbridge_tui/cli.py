@@ -118,10 +118,15 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
     return load_settings(database_url=getattr(args, "db", None), **extra)
 
 
+_opened: list[Database] = []
+
+
 def _open(settings: Settings) -> Database:
     from core.runtime import open_database
 
-    return open_database(settings)
+    db = open_database(settings)
+    _opened.append(db)  # closed when the command ends (main's finally)
+    return db
 
 
 def _print_json(data: Any) -> None:
@@ -176,8 +181,9 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
         assert job is not None
         _print_json(job.to_dict())
         return EXIT_OK
-    created = sum(r.created for r in results)
-    dupes = len(results) - created
+    # An id given twice is one job; count jobs, not lines.
+    created = len({r.job_id for r in results if r.created})
+    dupes = len({r.job_id for r in results if not r.created})
     print(json.dumps({"created": created, "duplicates": dupes,
                       "jobs": [{"entity_id": r.entity_id, "job_id": r.job_id,
                                 "created": r.created} for r in results]}))
@@ -456,6 +462,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         _fail(f"unexpected {type(exc).__name__}: {exc} (set SYNCBRIDGE_DEBUG=1 for details)")
         return EXIT_RUNTIME
+    finally:
+        while _opened:
+            _opened.pop().dispose()
 
 
 def _fail(message: str) -> None:
