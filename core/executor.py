@@ -84,5 +84,5 @@ async def execute(job: ClaimedJob, handler: Handler | None, ctx: JobContext,
         job_id=job.id, lease_token=job.lease_token, worker_id=worker_id, outcome=outcome,
         started_at=started_at, finished_at=finished_at, duration_ms=duration_ms,
         result=result, error_type=error_type, error_message=message,
-        http_status=http_status, next_run_at=next_run_at,
+        http_status=http_status, next_run_at=next_run_at, correlation_id=job.correlation_id,
     )

@@ -123,3 +123,4 @@ class Completion:
     error_message: str | None = None
     http_status: int | None = None
     next_run_at: float | None = None
+    correlation_id: str | None = None  # for the log line; never written by the completion

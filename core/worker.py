@@ -290,8 +290,8 @@ class Worker:
     def _account(self, c: Completion, applied: bool) -> None:
         self.stats.processed += 1
         self._finished_times.append(time.monotonic())
-        fields = dict(job_id=c.job_id, attempt=c.lease_token, duration_ms=round(c.duration_ms, 2),
-                      error_type=c.error_type)
+        fields = dict(job_id=c.job_id, attempt=c.lease_token, correlation_id=c.correlation_id,
+                      duration_ms=round(c.duration_ms, 2), error_type=c.error_type)
         if not applied:
             self.stats.lost += 1
             self.log.warning("attempt.fenced", outcome="lease_lost", discarded=c.outcome, **fields)

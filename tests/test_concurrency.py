@@ -11,13 +11,14 @@ import sys
 import threading
 from pathlib import Path
 
+import httpx
 import pytest
 
 from core import queue
 from core.config import Settings
 from core.db import Database, DatabaseError
 from core.handlers import registry
-from core.integrations.mock import SCENARIOS, MockUpstream, serve_in_thread
+from core.integrations.mock import SCENARIOS, MockUpstream
 from core.worker import Worker
 from tests.helpers import async_wait_for, wait_for
 
@@ -123,8 +124,10 @@ def test_worker_stops_claiming_without_its_heartbeat(db: Database, settings: Set
 @pytest.mark.slow
 def test_two_worker_processes_over_real_http(db_url: str, db: Database,
                                               tmp_path: Path) -> None:
-    mock, server, base = serve_in_thread(MockUpstream())
+    upstream = subprocess.Popen([*CLI, "mock-upstream", "--port", "0"],
+                                stdout=subprocess.PIPE, text=True)
     try:
+        base = wait_for(lambda: upstream.stdout.readline(), 20).split()[-1]  # type: ignore[union-attr]
         env = {k: v for k, v in os.environ.items() if not k.startswith("SYNCBRIDGE_")}
         env.update(SYNCBRIDGE_DATABASE_URL=db_url, SYNCBRIDGE_CRM_URL=f"{base}/crm",
                    SYNCBRIDGE_BILLING_URL=f"{base}/billing", SYNCBRIDGE_POLL_SECONDS="0.05",
@@ -152,13 +155,30 @@ def test_two_worker_processes_over_real_http(db_url: str, db: Database,
         owners = {a.worker_id for j in jobs.values() for a in queue.attempts_for(db, j.id)}
         assert len(owners) == 2
         successes = [j for j in jobs.values() if j.status == "success"]
-        assert sum(mock.billing_writes.values()) == len(successes)
-        assert all(mock.billing_writes[j.correlation_id] == 1 for j in successes)
+        writes = httpx.get(f"{base}/_stats", timeout=5).json()["billing_writes"]
+        assert sum(writes.values()) == len(successes)
+        assert all(writes[j.correlation_id] == 1 for j in successes)
         logs = (tmp_path / "w0.log").read_text().splitlines()
         assert any(json.loads(line).get("event") == "attempt.finished" for line in logs)
     finally:
-        server.shutdown()
-        server.server_close()
+        upstream.send_signal(signal.SIGTERM)
+        upstream.wait(timeout=20)
+
+
+def test_log_file_setting_gets_the_json_lines(tmp_path: Path) -> None:
+    log = tmp_path / "worker.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SYNCBRIDGE_")}
+    env.update(SYNCBRIDGE_DATABASE_URL=f"sqlite:///{tmp_path}/l.db",
+               SYNCBRIDGE_LOG_FILE=str(log))
+    subprocess.run([*CLI, "enqueue", "customer", "c_1001"], env=env, check=True,
+                   capture_output=True, timeout=60)
+    proc = subprocess.run([*CLI, "--worker-only", "--until-empty"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stderr == ""
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    done = [e for e in events if e["event"] == "attempt.finished"]
+    assert len(done) == 1 and done[0]["outcome"] == "success"
+    assert {"job_id", "attempt", "correlation_id", "worker_id", "duration_ms"} <= set(done[0])
 
 
 def test_mock_upstream_command_serves_http(tmp_path: Path) -> None:
