@@ -376,8 +376,8 @@ def list_workers(db: Database, *, limit: int = 200) -> list[WorkerInfo]:
 def prune_workers(db: Database, older_than: float) -> int:
     with db.write() as conn:
         return conn.execute(
-            delete(workers_t).where(workers_t.c.last_seen_at < older_than,
-                                    workers_t.c.state == "stopped")
+            # Not seen for that long means gone, whether it stopped or was killed.
+            delete(workers_t).where(workers_t.c.last_seen_at < older_than)
         ).rowcount
 
 

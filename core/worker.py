@@ -189,6 +189,8 @@ class Worker:
             await self._db(queue.record_heartbeat, self.db, self._info())
             self._heartbeat_ok = True
             self._state = "running"
+            # Every process start is a new worker id: forget ones that stopped a day ago.
+            await self._db(queue.prune_workers, self.db, clock.now() - 86400)
             self.log.info("worker.started", concurrency=self.concurrency,
                           database=self.db.display_url, job_types=self.registry.names())
             background = [asyncio.create_task(self._heartbeat_loop()),
