@@ -6,7 +6,14 @@ import re
 
 from core import clock
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]|\x1b\[[0-?]*[ -/]*[@-~]")
+# Whole escape sequences first (CSI "ESC[31m", OSC "ESC]0;title BEL"), then any control
+# character left: removing only the ESC byte would leave "[31m" behind on screen.
+_CONTROL = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]"  # CSI: colours, cursor moves
+    r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?"  # OSC: window titles, hyperlinks
+    r"|\x1b[@-Z\\-_]"  # other two-byte escapes
+    r"|[\x00-\x08\x0b-\x1f\x7f-\x9f]"
+)
 
 
 def clean(text: object, limit: int | None = None) -> str:

@@ -392,7 +392,7 @@ class DeadLettersPane(JobList):
     TITLE = "Dead letters"
     FIXED_STATUSES = ("dead",)
     COLUMNS = [("", 1), ("ID", 7), ("TYPE", 9), ("ENTITY", 18), ("DEAD ERROR", 20),
-               ("MESSAGE", 44), ("ATTEMPTS", 9), ("AGE", 9), ("DIED", 9)]
+               ("MESSAGE", 38), ("ATTEMPTS", 9), ("AGE", 9), ("DIED", 9)]
 
     def row(self, job: Job) -> tuple[Text, ...]:
         return (self.mark_cell(job), cell(job.id), cell(job.job_type), cell(job.entity_id),

@@ -15,6 +15,12 @@ MakeApp = Callable[..., SyncBridgeApp]
 
 
 @pytest.fixture
+def anyio_backend() -> str:
+    """Pilot tests are `async def` run by anyio's pytest plugin, on asyncio (Textual's)."""
+    return "asyncio"
+
+
+@pytest.fixture
 def showcase(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[MakeApp]:
     """make(untrusted=False, read_only=False) -> a console over the seeded demo history.
 

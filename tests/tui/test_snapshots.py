@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from textual.pilot import Pilot
 
-from syncbridge_tui.screenshots import SCENES, SIZE, settle, wait_until
 from syncbridge_tui.screens.confirm import ConfirmScreen
 from syncbridge_tui.screens.export import ExportScreen
+from syncbridge_tui.screenshots import SCENES, SIZE, settle, wait_until
 from syncbridge_tui.showcase import EVIL_ENTITY
 
 from .conftest import MakeApp

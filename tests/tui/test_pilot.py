@@ -1,0 +1,333 @@
+"""The console driven by real key presses; the database is checked afterwards."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from textual.widgets import Input
+
+from core import queue
+from core.handlers import registry
+from syncbridge_tui.app import SyncBridgeApp
+from syncbridge_tui.screens.confirm import ConfirmScreen
+from syncbridge_tui.screens.detail import DetailScreen
+from syncbridge_tui.screens.enqueue import EnqueueScreen
+from syncbridge_tui.screens.export import ExportScreen
+from syncbridge_tui.screens.help import HelpScreen
+from syncbridge_tui.screens.main import MainScreen
+from syncbridge_tui.screenshots import SIZE, settle, wait_until
+from syncbridge_tui.showcase import EVIL_ENTITY, EVIL_MESSAGE
+from syncbridge_tui.text import clean
+from syncbridge_tui.widgets.job_list import JobList
+from syncbridge_tui.widgets.log_pane import LogPane
+
+from .conftest import MakeApp
+
+pytestmark = pytest.mark.anyio
+
+
+def job_list(app: SyncBridgeApp) -> JobList:
+    main = app.main_screen()
+    assert main is not None
+    jl = main.job_list()
+    assert jl is not None
+    return jl
+
+
+def shown_ids(app: SyncBridgeApp) -> list[int]:
+    return [job.id for job in job_list(app).jobs]
+
+
+def messages(app: SyncBridgeApp) -> list[str]:
+    return [n.message for n in app._notifications]
+
+
+async def confirm(pilot, key: str) -> None:  # type: ignore[no-untyped-def]
+    await pilot.press(key)
+    await wait_until(pilot, lambda: isinstance(pilot.app.screen, ConfirmScreen),
+                     what="the confirm modal")
+    await pilot.press("y")
+    await wait_until(pilot, lambda: not isinstance(pilot.app.screen, ConfirmScreen),
+                     what="the modal to close")
+
+
+async def test_filter_by_status_and_type(showcase: MakeApp) -> None:
+    app = showcase()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert shown_ids(app) == list(range(12, 0, -1))
+        # all -> pending -> running -> success -> failed -> dead
+        await pilot.press("a", "a", "a", "a", "a")
+        await settle(pilot)
+        assert job_list(app).state.statuses == ("dead",)
+        assert shown_ids(app) == [5, 4]
+        await pilot.press("t")  # type: customer
+        await settle(pilot)
+        assert shown_ids(app) == [4]
+        await pilot.press("escape")  # clears the filters
+        await settle(pilot)
+        assert len(shown_ids(app)) == 12
+
+
+async def test_search_and_clear(showcase: MakeApp) -> None:
+    app = showcase()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("slash", *"c_fl")
+        await settle(pilot)
+        assert shown_ids(app) == [3]
+        await pilot.press("enter")  # keeps the search, back to the table
+        assert app.focused is job_list(app).table
+        await pilot.press("escape")
+        await settle(pilot)
+        assert len(shown_ids(app)) == 12
+        # By job id and by correlation id prefix.
+        await pilot.press("slash", *"7")
+        await settle(pilot)
+        assert shown_ids(app) == [7]
+        await pilot.press("escape")
+        await pilot.press("slash", *"0005c0ffee")
+        await settle(pilot)
+        assert shown_ids(app) == [5]
+
+
+async def test_replay_a_dead_job_from_its_detail_with_two_keys(showcase: MakeApp) -> None:
+    app = showcase()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("2")
+        await settle(pilot)
+        assert shown_ids(app) == [5, 4]
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: isinstance(app.screen, DetailScreen))
+        await settle(pilot)
+        detail = app.screen
+        assert isinstance(detail, DetailScreen) and detail.job_id == 5
+        assert [a.outcome for a in detail.data.attempts] == ["retry", "retry", "retry", "dead"]
+        await confirm(pilot, "p")
+        new = await_replay(app, 5)
+        await wait_until(pilot, lambda: f"job 5 replayed as job {new} (n opens it)"
+                         in messages(app), what="the replay toast")
+        job = queue.get_job(app.db, new)
+        assert job is not None and job.status == "pending" and job.replay_of_job_id == 5
+        original = queue.get_job(app.db, 5)
+        assert original is not None and original.status == "dead"  # history untouched
+        await settle(pilot)
+        await pilot.press("n")  # follow the link to the new job
+        await wait_until(pilot, lambda: getattr(app.screen, "job_id", None) == new)
+        await pilot.press("o")  # and back to the one it replays
+        await wait_until(pilot, lambda: getattr(app.screen, "job_id", None) == 5)
+
+
+def await_replay(app: SyncBridgeApp, job_id: int) -> int:
+    replays = queue.replays_of(app.db, job_id)
+    assert len(replays) == 1, replays
+    return replays[0]
+
+
+async def test_retry_through_the_modal(showcase: MakeApp) -> None:
+    app = showcase()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("2")
+        await settle(pilot)
+        await confirm(pilot, "r")  # cursor on job 5
+        await wait_until(pilot, lambda: "job 5 retried: pending again with a fresh budget"
+                         in messages(app))
+        job = queue.get_job(app.db, 5)
+        assert job is not None and job.status == "pending" and job.attempt_count == 0
+        assert len(queue.attempts_for(app.db, 5)) == 4  # history kept
+
+
+async def test_cancel_through_the_modal_and_refusal_without_one(showcase: MakeApp) -> None:
+    app = showcase()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert job_list(app).selected_id == 12  # newest first: pending i_2050
+        await confirm(pilot, "c")
+        await wait_until(pilot, lambda: "job 12 canceled" in messages(app))
+        job = queue.get_job(app.db, 12)
+        assert job is not None and job.status == "canceled"
+        # A finished job cannot be canceled: the console says why, no modal, no change.
+        await pilot.press("G")
+        await settle(pilot)
+        assert job_list(app).selected_id == 1
+        await pilot.press("c")
+        await pilot.pause()
+        assert not isinstance(app.screen, ConfirmScreen)
+        assert ("job 1 is success; only pending or running jobs can be canceled"
+                in messages(app))
+        job = queue.get_job(app.db, 1)
+        assert job is not None and job.status == "success"
+
+
+async def test_bulk_replay_reports_new_jobs_and_refusals(showcase: MakeApp) -> None:
+    app = showcase()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("2")
+        await settle(pilot)
+        await pilot.press("space", "space")
+        assert set(job_list(app).state.marked) == {4, 5}
+        await pilot.press("p")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        assert app.screen.title_text == "Replay 2 jobs?"  # type: ignore[attr-defined]
+        await pilot.press("y")
+        # Job 4 (c_1002) already has an active replay (job 10): refused, and why.
+        await wait_until(pilot, lambda: any(m.startswith("1 new jobs; 1 replayed, 1 refused")
+                                            for m in messages(app)), what="the bulk toast")
+        assert any("already exists: job 10" in m for m in messages(app))
+        assert len(queue.replays_of(app.db, 5)) == 1
+        assert queue.replays_of(app.db, 4) == [10]
+        assert job_list(app).state.marked == {4: "dead"}  # the refused one stays marked
+
+
+async def test_read_only_refuses_every_mutation(showcase: MakeApp) -> None:
+    app = showcase(read_only=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert app.engine is None
+        await pilot.press("2", "r", "p", "e", "w")
+        await pilot.pause()
+        assert not isinstance(app.screen, (ConfirmScreen, EnqueueScreen))
+        notes = messages(app)
+        for what in ("retry", "replay", "enqueue", "pausing the worker"):
+            assert f"{what} is disabled: this console is read-only (--read-only)" in notes
+        assert queue.replays_of(app.db, 5) == []
+        assert queue.get_job(app.db, 5).status == "dead"  # type: ignore[union-attr]
+
+
+async def test_enqueue_form_validates_and_shows_duplicates(showcase: MakeApp) -> None:
+    app = showcase()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("e")
+        await wait_until(pilot, lambda: isinstance(app.screen, EnqueueScreen))
+        form = app.screen
+        assert isinstance(form, EnqueueScreen)
+        await pilot.press("space", "x")  # leading white space: refused inline
+        await pilot.press("enter")
+        assert "white space" in str(form.query_one("#enqueue-message").render())
+        assert queue.count_jobs(app.db) == 12
+        form.query_one("#entity-id", Input).value = "c_2040"  # active: job 11
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: form.existing_id == 11, what="the duplicate")
+        await pilot.press("enter")  # the focused "Open job 11"
+        await wait_until(pilot, lambda: getattr(app.screen, "job_id", None) == 11)
+        await pilot.press("escape", "e")
+        await wait_until(pilot, lambda: isinstance(app.screen, EnqueueScreen))
+        await pilot.press(*"c_9999", "enter")
+        await wait_until(pilot, lambda: isinstance(app.screen, MainScreen))
+        made = queue.list_jobs(app.db, queue.JobFilter(search="c_9999"))
+        assert [j.status for j in made] == ["pending"]
+        assert any(f"as job {made[0].id}" in m for m in messages(app))
+
+
+async def test_untrusted_text_is_literal(showcase: MakeApp) -> None:
+    app = showcase(untrusted=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("2")
+        await settle(pilot)
+        table = job_list(app).table
+        row = table.get_row_at(0)
+        assert row[3].plain == EVIL_ENTITY  # markup kept as text
+        assert row[3].spans == []  # and it styled nothing
+        assert row[5].plain.startswith(clean(EVIL_MESSAGE)[:30])
+        assert "\x1b" not in row[5].plain and "\x07" not in row[5].plain
+
+
+async def test_cursor_follows_its_job_and_window_is_in_place(showcase: MakeApp) -> None:
+    app = showcase()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("j", "j", "j")
+        jl = job_list(app)
+        assert jl.selected_id == 9
+        queue.enqueue_many(app.db, "customer", [f"c_new{i}" for i in range(3)],
+                           known_types=registry.names(), max_attempts=4)
+        await settle(pilot)
+        assert jl.selected_id == 9 and jl.table.cursor_row == 6
+        # 300 more jobs: the table holds one screenful, g/G move the window.
+        queue.enqueue_many(app.db, "invoice", [f"i_bulk{i}" for i in range(300)],
+                           known_types=registry.names(), max_attempts=4)
+        await settle(pilot)
+        page = jl.page_size()
+        assert jl.table.row_count == page < 100
+        assert jl.total == 315
+        await pilot.press("G")
+        await settle(pilot)
+        assert jl.state.offset == 315 - page and jl.selected_id == 1
+        await pilot.press("g")
+        await settle(pilot)
+        assert jl.state.offset == 0 and jl.table.cursor_row == 0
+        await pilot.press("k")  # nothing above the top
+        await settle(pilot)
+        assert jl.state.offset == 0
+
+
+async def test_export_view_to_json(showcase: MakeApp, tmp_path: Path) -> None:
+    app = showcase()
+    target = tmp_path / "dead.json"
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("2")
+        await settle(pilot)
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: isinstance(app.screen, ExportScreen))
+        app.screen.query_one(Input).value = str(target)
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: f"exported 2 jobs to {target}" in messages(app))
+    data = json.loads(target.read_text())
+    assert [row["id"] for row in data] == [5, 4]
+    assert {row["status"] for row in data} == {"dead"}
+
+
+async def test_help_lists_remapped_keys(showcase: MakeApp) -> None:
+    app = showcase()
+    app.keymap_overrides = {"retry": "R"}
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("2", "r")
+        await pilot.pause()
+        assert not isinstance(app.screen, ConfirmScreen)  # r no longer retries
+        await pilot.press("R")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("n", "question_mark")
+        await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen))
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: not isinstance(app.screen, HelpScreen))
+    assert queue.get_job(app.db, 5).status == "dead"  # type: ignore[union-attr]
+
+
+async def test_log_pane_filters_by_the_jobs_correlation_id(showcase: MakeApp) -> None:
+    app = showcase()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        job = queue.get_job(app.db, 4)
+        assert job is not None
+        for i, cid in enumerate([job.correlation_id, "someone-else", job.correlation_id]):
+            app.log_buffer({"event": "attempt.finished", "level": "info", "job_id": i,
+                            "correlation_id": cid, "timestamp": "2026-01-15T09:00:00Z"})
+        await pilot.press("2", "j", "l")  # job 4 is the second dead letter
+        log = app.screen.query_one(LogPane)
+        await wait_until(pilot, lambda: log.lines_shown == 2, what="two lines of job 4")
+        assert log.correlation_id == job.correlation_id
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: log.lines_shown == 3, what="every line")
+
+
+async def test_palette_runs_an_action(showcase: MakeApp) -> None:
+    app = showcase()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("2")
+        await settle(pilot)
+        await pilot.press("ctrl+p", *"Replay (p)")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen),
+                         what="the palette to open the replay confirmation")
+        assert app.screen.title_text == "Replay job 5?"  # type: ignore[attr-defined]
