@@ -365,3 +365,32 @@ def test_correlation_id_reaches_both_upstreams(db: Database, settings: Settings)
     job = queue.get_job(db, job_id)
     assert job and job.status == "success"
     assert mock.billing_writes == {job.correlation_id: 1}
+
+
+def test_leases_are_renewed_while_a_long_job_runs(db: Database, settings: Settings) -> None:
+    """A job that runs for several lease lengths keeps its lease (renewed by the heartbeat)
+    even with another worker recovering expired leases all the while."""
+    reg = Registry()
+
+    @reg.job_type("long")
+    async def long(ctx: object) -> dict[str, bool]:
+        await asyncio.sleep(1.5)
+        return {"ok": True}
+
+    short = settings.model_copy(update={"lease_seconds": 0.4})
+    job_id = queue.enqueue(db, "long", "e1", known_types=["long"], max_attempts=4).job_id
+    runner = Worker(db, short, registry=reg, mock=MockUpstream())
+    rival = Worker(db, short, registry=reg, mock=MockUpstream())
+
+    async def scenario() -> None:
+        first = asyncio.create_task(runner.run(until_empty=True))
+        while runner.in_flight == 0 and not first.done():
+            await asyncio.sleep(0.01)
+        second = asyncio.create_task(rival.run(until_empty=True))
+        await asyncio.wait_for(asyncio.gather(first, second), 30)
+
+    asyncio.run(scenario())
+    job = queue.get_job(db, job_id)
+    assert job and job.status == "success"
+    attempts = queue.attempts_for(db, job_id)
+    assert [(a.outcome, a.worker_id) for a in attempts] == [("success", runner.id)]
