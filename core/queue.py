@@ -7,6 +7,7 @@ lost its lease changes nothing.
 
 from __future__ import annotations
 
+import json
 import unicodedata
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -17,6 +18,7 @@ from sqlalchemy import (
     Connection,
     delete,
     exists,
+    false,
     func,
     literal,
     or_,
@@ -137,6 +139,18 @@ def enqueue_many(
         raise InvalidInput("a correlation id can only be given for a single job")
     if correlation_id is not None and (not correlation_id or len(correlation_id) > 64):
         raise InvalidInput("correlation id must be 1 to 64 characters")
+    if payload is not None:
+        try:  # strict JSON (no NaN/Infinity) in valid UTF-8 (no lone surrogates)
+            json.dumps(payload, allow_nan=False, ensure_ascii=False).encode()
+        except (TypeError, ValueError) as exc:
+            raise InvalidInput(f"payload is not strict JSON: {exc}") from None
+    if correlation_id is not None:
+        # Sent as an HTTP header and stored as text: no control characters or surrogates
+        # (a surrogate stored through SQLite's JSON path made the row unreadable).
+        for ch in correlation_id:
+            if unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"):
+                raise InvalidInput(
+                    f"correlation id contains a control character (U+{ord(ch):04X})")
     results: dict[str, EnqueueResult] = {}
     unique = list(dict.fromkeys(ids))
     for attempt in range(5):
@@ -400,6 +414,10 @@ class JobFilter:
             cond.append(jobs_t.c.job_type == self.job_type)
         if self.search:
             term = self.search.strip()
+            if any(ch == "\x00" or "\ud800" <= ch <= "\udfff" for ch in term):
+                # No stored id holds these and the drivers cannot send them: match nothing.
+                cond.append(false())
+                return cond
             options = [jobs_t.c.entity_id == term, jobs_t.c.correlation_id == term]
             if term.isdigit() and len(term) < 18:
                 options.append(jobs_t.c.id == int(term))
