@@ -27,7 +27,7 @@ from textual.screen import ModalScreen, Screen
 from core import clock, control, queue
 from core import logging as sblog
 from core.config import Settings
-from core.console_queries import finished_since
+from core.console_queries import finished_since, list_window
 from core.db import Database
 from core.handlers import registry
 from core.records import Job
@@ -367,10 +367,12 @@ class SyncBridgeApp(App[int]):
     @staticmethod
     def _explain(verb: str, job_id: int | None) -> str:
         which = f"job {job_id}" if job_id is not None else "each job"
-        if verb == "replay":
-            return (f"A new pending job is created, linked to {which}; "
-                    f"{'the original' if job_id is None else f'job {job_id}'} and its "
+        if verb == "replay" and job_id is None:
+            return ("Each gets a new pending job linked to it; the originals and their "
                     "attempts stay as they are.")
+        if verb == "replay":
+            return (f"A new pending job is created, linked to job {job_id}; job {job_id} and "
+                    "its attempts stay as they are.")
         if verb == "retry":
             return (f"{which.capitalize()} goes back to pending with a fresh retry budget; "
                     "its attempt history is kept.")
@@ -410,11 +412,19 @@ class SyncBridgeApp(App[int]):
             else:
                 self.notify(f"job {job_id} canceled", title="Canceled")
             return
-        message = out.summary(PAST[verb])
-        if verb == "replay" and out.done:
-            message = f"{len(out.done)} new jobs; " + message
+        parts = []
+        if out.done:
+            parts.append(f"{len(out.done)} {PAST[verb]}")
+            if verb == "replay":
+                new = [str(i) for i in out.done.values() if i is not None]
+                shown = ", ".join(new[:6]) + (", …" if len(new) > 6 else "")
+                parts[-1] += f" as new jobs {shown}"
+        if out.refused:
+            first = next(iter(out.refused.values()))
+            more = f" (and {len(out.refused) - 1} more)" if len(out.refused) > 1 else ""
+            parts.append(f"{len(out.refused)} refused: {first}{more}")
         severity = "warning" if out.refused else "information"
-        self.notify(clean(message, 400), title=f"{verb.capitalize()}: {len(ids)} jobs",
+        self.notify(clean("; ".join(parts), 400), title=f"{verb.capitalize()}: {len(ids)} jobs",
                     severity=severity, timeout=10 if out.refused else 5)
 
     def enqueue_one(self, job_type: str, entity_id: str) -> queue.EnqueueResult:
@@ -497,7 +507,7 @@ def export_jobs(db: Database, flt: queue.JobFilter, sort: str, path: Path) -> in
         else:
             out.write("[\n")
         while n < EXPORT_CAP:
-            page = queue.list_jobs(db, flt, limit=EXPORT_PAGE, offset=n, sort=sort)
+            page = list_window(db, flt, limit=EXPORT_PAGE, offset=n, sort=sort)
             for job in page:
                 row = job.to_dict()
                 if writer is not None:

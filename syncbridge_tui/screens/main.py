@@ -47,7 +47,10 @@ class MainScreen(Screen[None]):
 
     def switch(self, pane: str) -> None:
         self.query_one(ContentSwitcher).current = pane
-        self.active_pane().focus_table()
+        active = self.active_pane()
+        if hasattr(active, "refresh_now"):
+            active.refresh_now()
+        active.focus_table()
 
     def job_list(self) -> JobList | None:
         pane = self.active_pane()

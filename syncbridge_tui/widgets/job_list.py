@@ -19,7 +19,7 @@ from textual.containers import Vertical
 from textual.widgets import DataTable, Input, Static
 
 from core import queue
-from core.console_queries import job_ids
+from core.console_queries import count_window, job_ids, list_window
 from core.handlers import registry
 from core.models import STATUSES
 from core.records import Job
@@ -129,14 +129,14 @@ class JobList(Vertical):
         def fetch() -> WindowResult:
             w = window
             if w.to_bottom:
-                total = queue.count_jobs(db, w.flt)
+                total = count_window(db, w.flt)
                 w = replace(w, offset=max(0, total - w.page))
-            total = queue.count_jobs(db, w.flt, cap=COUNT_CAP + 1)
-            jobs = queue.list_jobs(db, w.flt, limit=w.page, offset=w.offset, sort=w.sort)
+            total = count_window(db, w.flt, cap=COUNT_CAP + 1)
+            jobs = list_window(db, w.flt, limit=w.page, offset=w.offset, sort=w.sort)
             if not jobs and w.offset > 0 and total > 0:
                 # The window fell off the end (jobs finished, a filter narrowed): last page.
                 w = replace(w, offset=max(0, total - w.page))
-                jobs = queue.list_jobs(db, w.flt, limit=w.page, offset=w.offset, sort=w.sort)
+                jobs = list_window(db, w.flt, limit=w.page, offset=w.offset, sort=w.sort)
             return WindowResult(w, jobs, min(total, COUNT_CAP), total > COUNT_CAP)
 
         return fetch
@@ -377,7 +377,7 @@ class JobsPane(JobList):
     TITLE = "Jobs"
     COLUMNS = [("", 1), ("ID", 7), ("TYPE", 9), ("ENTITY", 22), ("STATUS", 9),
                ("ATTEMPTS", 9), ("NEXT RUN", 9), ("AGE", 10), ("CORRELATION", 13),
-               ("LAST ERROR", 20)]
+               ("FROM", 6), ("LAST ERROR", 20)]
 
     def row(self, job: Job) -> tuple[Text, ...]:
         next_run = until(job.next_run_at) if job.status == "pending" else "-"
@@ -385,6 +385,7 @@ class JobsPane(JobList):
         return (self.mark_cell(job), cell(job.id), cell(job.job_type), cell(job.entity_id),
                 status_cell(job.status), cell(f"{job.attempt_count}/{job.max_attempts}"),
                 cell(next_run), cell(ago(job.created_at)), cell(job.correlation_id[:12], "dim"),
+                cell(f"↻{job.replay_of_job_id}" if job.is_replay else "", "cyan"),
                 dash(err, "red" if job.status in ("failed", "dead") else "dim"))
 
 

@@ -176,10 +176,10 @@ async def test_bulk_replay_reports_new_jobs_and_refusals(showcase: MakeApp) -> N
         assert app.screen.title_text == "Replay 2 jobs?"  # type: ignore[attr-defined]
         await pilot.press("y")
         # Job 4 (c_1002) already has an active replay (job 10): refused, and why.
-        await wait_until(pilot, lambda: any(m.startswith("1 new jobs; 1 replayed, 1 refused")
+        await wait_until(pilot, lambda: any(m.startswith("1 replayed as new jobs 13; 1 refused: ")
                                             for m in messages(app)), what="the bulk toast")
         assert any("already exists: job 10" in m for m in messages(app))
-        assert len(queue.replays_of(app.db, 5)) == 1
+        assert queue.replays_of(app.db, 5) == [13]
         assert queue.replays_of(app.db, 4) == [10]
         assert job_list(app).state.marked == {4: "dead"}  # the refused one stays marked
 
