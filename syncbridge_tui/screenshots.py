@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", nargs="?", default="screenshots", help="output directory")
     parser.add_argument("--only", action="append", choices=list(SCENES))
     args = parser.parse_args(argv)
-    out = Path(args.out)
+    out = Path(args.out).resolve()  # before build_showcase changes directory
     out.mkdir(parents=True, exist_ok=True)
     for name in args.only or SCENES:
         path = asyncio.run(_shoot(name, SCENES[name], out))

@@ -16,6 +16,7 @@ from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Vertical
+from textual.timer import Timer
 from textual.widgets import DataTable, Input, Static
 
 from core import queue
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 COUNT_CAP = 100_000
 MARK_ALL_CAP = 10_000
 SORT_ORDER = ("age", "oldest", "status", "type")
+SEARCH_DEBOUNCE = 0.25
 
 
 @dataclass(slots=True)
@@ -82,6 +84,7 @@ class JobList(Vertical):
         self.selected_id: int | None = None
         self._follow = True
         self._pending_bottom = False
+        self._search_timer: Timer | None = None
         self.loaded = False
 
     @property
@@ -129,15 +132,21 @@ class JobList(Vertical):
         def fetch() -> WindowResult:
             w = window
             if w.to_bottom:
-                total = count_window(db, w.flt)
+                total = count_window(db, w.flt)  # exact: G is rare, and the index counts
                 w = replace(w, offset=max(0, total - w.page))
+                jobs = list_window(db, w.flt, limit=w.page, offset=w.offset, sort=w.sort)
+                return WindowResult(w, jobs, total, False)
             total = count_window(db, w.flt, cap=COUNT_CAP + 1)
             jobs = list_window(db, w.flt, limit=w.page, offset=w.offset, sort=w.sort)
             if not jobs and w.offset > 0 and total > 0:
                 # The window fell off the end (jobs finished, a filter narrowed): last page.
-                w = replace(w, offset=max(0, total - w.page))
+                exact = count_window(db, w.flt)
+                w = replace(w, offset=max(0, exact - w.page))
                 jobs = list_window(db, w.flt, limit=w.page, offset=w.offset, sort=w.sort)
-            return WindowResult(w, jobs, min(total, COUNT_CAP), total > COUNT_CAP)
+            capped = total > COUNT_CAP
+            if capped:  # at least this many; "+" on screen
+                total = max(COUNT_CAP, w.offset + len(jobs))
+            return WindowResult(w, jobs, total, capped)
 
         return fetch
 
@@ -226,7 +235,9 @@ class JobList(Vertical):
             self._pending_bottom = True
             self.table.move_cursor(row=page - 1, animate=False)
         else:
-            limit = self.total if not self.capped else s.offset + page + abs(event.delta)
+            if event.delta > 0 and len(self.jobs) < page:
+                return  # the window is the last page already
+            limit = self.total if not self.capped else s.offset + page + event.delta
             new = max(0, min(s.offset + event.delta, max(0, limit - page)))
             if new == s.offset:
                 return
@@ -245,7 +256,12 @@ class JobList(Vertical):
     def _search_changed(self, event: Input.Changed) -> None:
         event.stop()
         self.state.search = event.value
-        self.requery()
+        self.state.offset = 0
+        self.update_title()
+        # Debounced: "c", "c_", "c_5" would each be a query; only the pause after typing is.
+        if self._search_timer is not None:
+            self._search_timer.stop()
+        self._search_timer = self.set_timer(SEARCH_DEBOUNCE, self.requery)
 
     @on(Input.Submitted, "#search")
     def _search_submitted(self, event: Input.Submitted) -> None:
