@@ -283,11 +283,17 @@ class Worker:
                 self.log.warning("complete.failed", error=_one_line(exc), batch=len(batch))
                 await asyncio.sleep(min(5.0, 0.1 * 2**failures))
                 continue
+            due_now = False
             for c, ok in zip(batch, applied, strict=True):
                 self._completing.discard(c.job_id)
                 if self._held.get(c.job_id) == c.lease_token:
                     del self._held[c.job_id]
                 self._account(c, ok)
+                if ok and c.outcome == OUTCOME_RETRY and c.next_run_at is not None:
+                    due_now = due_now or c.next_run_at <= c.finished_at
+            if due_now and self._wake is not None:
+                # A retry with no backoff is due at once: claim it now, not at the next poll.
+                self._wake.set()
 
     def _account(self, c: Completion, applied: bool) -> None:
         self.stats.processed += 1
