@@ -42,7 +42,7 @@ JSONABLE = st.recursive(
 FUZZ = settings(max_examples=120, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture,
                                        HealthCheck.too_slow])
-FUZZ_CLI = settings(FUZZ, max_examples=60)  # each call opens the database afresh
+FUZZ_CLI = settings(FUZZ, max_examples=80)  # each call opens the database afresh
 COUNTS: dict[str, int] = {}
 
 
@@ -111,17 +111,19 @@ def test_search_fuzzed(db, tally, term):
 
 
 @FUZZ_CLI
-@given(job_type=JOB_TYPE, entities=st.lists(ENTITY, min_size=0, max_size=2),
+@example(job_type="customer", entities=[], payload=None, correlation=None)
+@given(job_type=JOB_TYPE, entities=st.lists(ENTITY, min_size=1, max_size=2),
        payload=st.one_of(st.none(), st.none(), st.none(), TEXT,
                          st.dictionaries(TEXT, JSONABLE, max_size=3).map(json.dumps)),
-       correlation=CORRELATION)
+       correlation=st.one_of(st.none(), st.none(), st.none(), PLAUSIBLE, TEXT))
 def test_cli_enqueue_fuzzed(db_url, db, tally, capsys, job_type, entities, payload,
                             correlation):
-    argv = ["enqueue", "--db", db_url, job_type, *entities]
+    argv = ["enqueue", "--db", db_url]
     if payload is not None:
         argv += ["--payload", payload]
     if correlation is not None:
         argv += ["--correlation-id", correlation]
+    argv += ["--", job_type, *entities]  # ids may start with "-"
     before = _rows(db)
     code = cli.main(argv)  # any exception escaping main() fails the test
     out, err = capsys.readouterr()
