@@ -64,6 +64,8 @@ class ConsoleOptions:
     concurrency: int | None = None
     configure_logging: bool = True
     worker_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. registry=, mock=
+    # Run once the console is up (the demo seed), so the operator sees the jobs arrive.
+    seed: Callable[[], int] | None = None
 
 
 @dataclass(slots=True)
@@ -120,6 +122,18 @@ class SyncBridgeApp(App[int]):
             self.notify(self.keymap_error + " (using the default keys)", severity="error",
                         timeout=10)
         self.call_after_refresh(self.request_poll)
+        if self.options.seed is not None:
+            self.set_timer(0.5, self._seed)
+
+    def _seed(self) -> None:
+        assert self.options.seed is not None
+
+        def seeded(n: int) -> None:
+            self.notify(f"seeded {n} demo jobs into the empty database (--no-demo skips "
+                        "this)", title="Demo")
+            self.request_poll()
+
+        self.in_thread(self.options.seed, seeded)
 
     def on_unmount(self) -> None:
         # Whatever path ends the app, the worker is told to stop; run_app waits for it.
@@ -214,8 +228,8 @@ class SyncBridgeApp(App[int]):
 
     def drain_log(self) -> None:
         main = self.main_screen()
-        if main is None:
-            return
+        if main is None or main.pane != "log":
+            return  # a hidden pane would wrap at the wrong width; it re-reads when shown
         log = main.query_one(LogPane)
         log.feed(self.log_buffer.since(log.last_seq))
 
@@ -261,8 +275,9 @@ class SyncBridgeApp(App[int]):
 
     def show_logs(self, job_id: int, correlation_id: str) -> None:
         main = self._to_main()
-        main.switch("log")
-        main.query_one(LogPane).only(job_id, correlation_id, self.log_buffer.since(0))
+        log = main.query_one(LogPane)
+        log.job_id, log.correlation_id = job_id, correlation_id
+        main.switch("log")  # re-reads the buffer, filtered, once laid out
         self.update_header()
         if self.engine is None:
             self.notify("the log pane shows this console's embedded worker; with workers "
@@ -552,11 +567,13 @@ def run_app(args: argparse.Namespace, settings: Settings) -> int:
 
     db = open_database(settings)
     try:
+        seed = None
         if not args.read_only and not args.no_demo and queue.count_jobs(db, cap=1) == 0:
-            seed_demo(db, settings)
+            def seed() -> int:
+                return len(seed_demo(db, settings))
         app = create_app(settings, ConsoleOptions(
             read_only=args.read_only, embedded_worker=not args.no_worker,
-            concurrency=args.concurrency), db=db)
+            concurrency=args.concurrency, seed=seed), db=db)
         try:
             app.run()
         finally:

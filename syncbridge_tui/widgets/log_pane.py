@@ -1,7 +1,8 @@
 """The embedded worker's structured log, live; optionally only one job's lines.
 
-Log lines carry upstream text (error messages, entity ids), so they go to a `Log` widget,
-which never interprets markup, after text.clean strips control characters and escapes.
+Log lines carry upstream text (error messages, entity ids): each is written to the RichLog
+as a rich Text built from text.clean'd strings (markup=False), so nothing in a line can
+style or move anything; long lines wrap instead of hiding the error behind a scrollbar.
 """
 
 from __future__ import annotations
@@ -13,13 +14,16 @@ from typing import Any
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
-from textual.widgets import Log, Static
+from textual.widgets import RichLog, Static
 
 from syncbridge_tui.engine import LogLine
 from syncbridge_tui.text import clean
 
-_FIRST = ("job_id", "attempt", "job_type", "entity_id", "outcome", "error_type", "error")
+_FIRST = ("job_id", "attempt", "job_type", "entity_id", "outcome", "error_type",
+          "http_status", "duration_ms")
+_LAST = ("error",)  # the long, untrusted part goes at the end
 _SKIP = {"event", "level", "timestamp", "worker_id", "correlation_id"}
+LEVEL_STYLES = {"WARN": "yellow", "ERRO": "bold red", "DEBU": "dim"}
 
 
 def format_line(event: dict[str, Any]) -> str:
@@ -30,17 +34,26 @@ def format_line(event: dict[str, Any]) -> str:
         ts = ts[:8]
     level = str(event.get("level", "info"))[:4].upper()
     parts = [ts, f"{level:<4}", str(event.get("event", ""))]
-    keys = [k for k in _FIRST if k in event] + sorted(k for k in event
-                                                       if k not in _FIRST and k not in _SKIP)
-    for key in keys:
-        value = event[key]
-        if value is None:
-            continue
-        parts.append(f"{key}={value}")
+    rest = sorted(k for k in event if k not in _FIRST + _LAST and k not in _SKIP)
+    for key in [k for k in _FIRST if k in event] + rest:
+        if event[key] is not None:
+            parts.append(f"{key}={event[key]}")
     corr = event.get("correlation_id")
     if corr:
         parts.append(f"cid={str(corr)[:12]}")
-    return clean(" ".join(parts), 400)
+    for key in _LAST:
+        if event.get(key) is not None:
+            parts.append(f"{key}={event[key]}")
+    return clean(" ".join(parts), 600)
+
+
+def styled_line(event: dict[str, Any]) -> Text:
+    line = format_line(event)
+    text = Text(line)
+    level = line[9:13]
+    text.stylize("dim", 0, 8)
+    text.stylize(LEVEL_STYLES.get(level, "green"), 9, 13)
+    return text
 
 
 class LogPane(Vertical):
@@ -53,13 +66,20 @@ class LogPane(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Static(id="log-title", classes="pane-title")
-        yield Log(id="log", highlight=False, max_lines=5000)
+        yield RichLog(id="log", highlight=False, markup=False, wrap=True, max_lines=5000)
 
     def on_mount(self) -> None:
         self._title()
 
+    def refresh_now(self) -> None:
+        """Shown again: re-render every line at the pane's real width (RichLog wraps at
+        write time, and a hidden pane has none), after the switch has been laid out."""
+        app: Any = self.app
+        self.call_after_refresh(lambda: self.only(self.job_id, self.correlation_id,
+                                                  app.log_buffer.since(0)))
+
     def focus_table(self) -> None:
-        self.query_one(Log).focus()
+        self.query_one(RichLog).focus()
 
     def _title(self) -> None:
         t = Text("Log", style="bold")
@@ -76,22 +96,22 @@ class LogPane(Vertical):
              lines: Iterable[LogLine]) -> None:
         """Show one job's lines (or every line with None), re-reading the buffer."""
         self.job_id, self.correlation_id = job_id, correlation_id
-        self.query_one(Log).clear()
+        self.query_one(RichLog).clear()
         self.lines_shown = 0
         self._last_seq = 0
         self._title()
         self.feed(lines)
 
     def feed(self, lines: Iterable[LogLine]) -> None:
-        out = []
+        log = self.query_one(RichLog)
+        # Wrap at the pane's width: RichLog would measure against the console's size.
+        width = log.scrollable_content_region.width or None
         for line in lines:
             self._last_seq = max(self._last_seq, line.seq)
             if self.correlation_id and line.correlation_id != self.correlation_id:
                 continue
-            out.append(format_line(line.event))
-        if out:
-            self.query_one(Log).write_lines(out)
-            self.lines_shown += len(out)
+            log.write(styled_line(line.event), width=width)
+            self.lines_shown += 1
 
     @property
     def last_seq(self) -> int:
