@@ -289,10 +289,14 @@ class SyncBridgeApp(App[int]):
             self.push_screen(HelpScreen(self.keymap_overrides, self.read_only))
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        # Inside a modal the pane keys mean nothing; only quitting works from everywhere.
-        if isinstance(self.screen, ModalScreen) and action not in ("quit_console", "quit"):
+        # Inside a dialog the console's single keys mean nothing (y/n/q belong to it);
+        # only ctrl+c / ctrl+q quit from there.
+        if isinstance(self.screen, ModalScreen) and action != "interrupt":
             return action not in {k.action.split("(")[0] for k in keymap.GLOBAL}
         return True
+
+    def action_interrupt(self) -> None:
+        self.action_quit_console()
 
     # --- the embedded worker ---------------------------------------------------------------------
 

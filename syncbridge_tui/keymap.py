@@ -41,7 +41,7 @@ class Key:
 GLOBAL = [
     Key("help", "question_mark", "show_help", "Help", "show every key"),
     Key("quit", "q", "quit_console", "Quit", "quit (stops the embedded worker gracefully)"),
-    Key("interrupt", "ctrl+c,ctrl+q", "quit_console", "Quit", "quit, from anywhere",
+    Key("interrupt", "ctrl+c,ctrl+q", "interrupt", "Quit", "quit, from anywhere (even a dialog)",
         show=False, priority=True),
     Key("pane.jobs", "1", "switch_pane('jobs')", "Jobs", "jobs pane", show=False),
     Key("pane.dead", "2", "switch_pane('dead')", "Dead", "dead-letter pane", show=False),

@@ -20,6 +20,7 @@ from syncbridge_tui import keymap
 from syncbridge_tui.cells import STATUS_STYLES, cell, dash, outcome_cell
 from syncbridge_tui.text import ago, clean, ms, until
 from syncbridge_tui.widgets.header import StatusHeader
+from syncbridge_tui.widgets.window_table import WindowTable
 
 if TYPE_CHECKING:
     from syncbridge_tui.app import SyncBridgeApp
@@ -57,8 +58,7 @@ class DetailScreen(Screen[None]):
                          classes="pane-title")
             yield Static(id="fields")
             yield Static(id="attempts-title", classes="pane-title")
-            table: DataTable[Text] = DataTable(id="attempts", cursor_type="row",
-                                               zebra_stripes=True)
+            table = WindowTable(id="attempts", windowed=False)
             for label, width in ATTEMPT_COLUMNS:
                 table.add_column(label, width=width, key=label)
             yield table

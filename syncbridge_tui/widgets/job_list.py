@@ -109,6 +109,11 @@ class JobList(Vertical):
     def on_mount(self) -> None:
         self.update_title()
 
+    def on_resize(self) -> None:
+        # A taller or shorter terminal is a different window: fetch it.
+        if self.loaded and self.display:
+            self.console.request_poll()
+
     def focus_table(self) -> None:
         self.table.focus()
 

@@ -16,6 +16,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import RichLog, Static
 
+from syncbridge_tui import keymap
 from syncbridge_tui.engine import LogLine
 from syncbridge_tui.text import clean
 
@@ -56,6 +57,24 @@ def styled_line(event: dict[str, Any]) -> Text:
     return text
 
 
+class LogView(RichLog):
+    """RichLog that scrolls with the console's movement keys too."""
+
+    BINDINGS = keymap.bindings(keymap.MOVE)
+
+    def action_cursor_down(self) -> None:
+        self.scroll_down(animate=False)
+
+    def action_cursor_up(self) -> None:
+        self.scroll_up(animate=False)
+
+    def action_scroll_top(self) -> None:
+        self.scroll_home(animate=False)
+
+    def action_scroll_bottom(self) -> None:
+        self.scroll_end(animate=False)
+
+
 class LogPane(Vertical):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id, classes="pane")
@@ -66,7 +85,7 @@ class LogPane(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Static(id="log-title", classes="pane-title")
-        yield RichLog(id="log", highlight=False, markup=False, wrap=True, max_lines=5000)
+        yield LogView(id="log", highlight=False, markup=False, wrap=True, max_lines=5000)
 
     def on_mount(self) -> None:
         self._title()

@@ -15,6 +15,7 @@ from textual.widgets import DataTable, Sparkline, Static
 from core import metrics
 from syncbridge_tui.cells import cell
 from syncbridge_tui.text import ms, pct
+from syncbridge_tui.widgets.window_table import WindowTable
 
 if TYPE_CHECKING:
     from syncbridge_tui.app import SyncBridgeApp
@@ -46,8 +47,7 @@ class MetricsPane(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Static(Text("Metrics", style="bold"), classes="pane-title")
-        table: DataTable[Text] = DataTable(id="metrics-table", cursor_type="row",
-                                           zebra_stripes=True)
+        table = WindowTable(id="metrics-table", windowed=False)
         for label, width in COLUMNS:
             table.add_column(label, width=width, key=label)
         yield table
@@ -123,7 +123,8 @@ class MetricsPane(Vertical):
         self.query_one("#latency", Static).update(Text.assemble(
             ("execution time ", "dim"), ("p50 ", "dim"), (ms(o.p50_execution_ms), "bold"),
             ("  p95 ", "dim"), (ms(o.p95_execution_ms), "bold"), ("  avg ", "dim"),
-            ms(o.avg_execution_ms), ("  dead letters ", "dim"),
+            ms(o.avg_execution_ms), ("  finished ", "dim"), str(o.finished_jobs),
+            ("  dead letters ", "dim"),
             (str(o.dead_letter_depth), "bold magenta"), ("  due now ", "dim"),
             str(o.due_depth), ("  success rate ", "dim"), pct(o.success_rate)))
         self.loaded = True

@@ -31,11 +31,13 @@ class WindowTable(DataTable[Text]):
         delta: int = 0
         to: str | None = None
 
-    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
+    def __init__(self, *, id: str | None = None, classes: str | None = None,
+                 windowed: bool = True) -> None:
         super().__init__(id=id, classes=classes, cursor_type="row", zebra_stripes=True,
                          show_cursor=True)
         self._shown: list[tuple[Text, ...]] = []
-        self.windowed = True
+        # False: an ordinary table (attempts, metrics, workers) that still knows j/k/g/G.
+        self.windowed = windowed
 
     # --- movement past the window's edges ------------------------------------------------------
 

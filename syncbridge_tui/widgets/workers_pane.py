@@ -15,6 +15,7 @@ from core import clock, queue
 from core.records import WorkerInfo
 from syncbridge_tui.cells import cell
 from syncbridge_tui.text import ago
+from syncbridge_tui.widgets.window_table import WindowTable
 
 if TYPE_CHECKING:
     from syncbridge_tui.app import SyncBridgeApp
@@ -36,8 +37,7 @@ class WorkersPane(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Static(id="workers-title", classes="pane-title")
-        table: DataTable[Text] = DataTable(id="workers-table", cursor_type="row",
-                                           zebra_stripes=True)
+        table = WindowTable(id="workers-table", windowed=False)
         for label, width in COLUMNS:
             table.add_column(label, width=width, key=label or "flag")
         yield table
