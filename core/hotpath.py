@@ -75,7 +75,7 @@ SELECT * FROM claimed
 # `INDEXED BY`; PostgreSQL, planning without fresh statistics (a burst of enqueues
 # before autovacuum analyzes), prefers the idempotency index plus a sort, so the claim
 # transaction turns sorts and bitmap scans off for itself (`SET LOCAL`).
-_PG_CLAIM_PLAN = "SET LOCAL enable_sort = off; SET LOCAL enable_bitmapscan = off"
+_PG_CLAIM_PLAN = ("SET LOCAL enable_sort = off", "SET LOCAL enable_bitmapscan = off")
 
 _SQLITE_CLAIM = """
 UPDATE sync_jobs
@@ -102,11 +102,15 @@ def claim(conn: Connection, is_postgres: bool, worker_id: str, limit: int, now: 
           lease_seconds: float, job_types: Sequence[str]) -> list[ClaimedJob]:
     raw = _raw(conn)
     if is_postgres:
-        raw.execute(_PG_CLAIM_PLAN)
-        rows = raw.execute(_PG_CLAIM, {
-            "now": now, "types": list(job_types), "limit": limit, "worker": worker_id,
-            "expires": now + lease_seconds,
-        }).fetchall()
+        # Pipelined: the plan settings and the claim travel in one round trip.
+        with raw.pipeline():
+            for setting in _PG_CLAIM_PLAN:
+                raw.execute(setting)
+            cur = raw.execute(_PG_CLAIM, {
+                "now": now, "types": list(job_types), "limit": limit, "worker": worker_id,
+                "expires": now + lease_seconds,
+            })
+        rows = cur.fetchall()
     else:
         rows = raw.execute(_SQLITE_CLAIM, (
             worker_id, now, now + lease_seconds, now, now, json.dumps(list(job_types)), limit,
