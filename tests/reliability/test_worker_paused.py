@@ -1,9 +1,11 @@
 """Issue 4, point 2: a worker paused (SIGSTOP) past its lease comes back (SIGCONT) too late.
 
 Worker A claims a slow job and is frozen; its lease expires; worker B recovers the job,
-claims it and is mid-attempt when A resumes. Whatever A does next (finish its handler and
-try to write, or notice at its next renewal), nothing it writes may change the job: its
-attempt is recorded `lease_lost` and the job's final state is B's.
+claims it and is mid-attempt when A resumes. A's upstream answer is already waiting, so
+its handler finishes and it tries to write its result; for that moment the test holds A's
+heartbeat row (the SQLite file), which its lease renewal waits behind, so the late
+result, not the renewal, is what meets the fence. Nothing A writes may change the job:
+its attempt is recorded `lease_lost` and the job's final state is B's.
 
 The companion test drives the same interleaving through the engine's functions with an
 injected clock, so the fenced completion path (not only the renewal path) is exercised on
@@ -12,13 +14,18 @@ every run.
 
 from __future__ import annotations
 
+import json
 import signal
+import sqlite3
 import time
+import urllib.request
 
+import psycopg
 import pytest
 
 from core import clock, queue
 from core.records import Completion
+from tests.conftest import PG_ADMIN_DSN
 from tests.helpers import wait_for
 from tests.reliability import _support as s
 from tests.reliability.conftest import backend
@@ -45,14 +52,63 @@ def _stop_outside_transaction(procs, proc, db, db_url: str) -> int:
     raise AssertionError("could not stop the worker outside a transaction")
 
 
+class _HoldWrites:
+    """Make the resumed worker's heartbeat (and so its lease renewal, which follows it)
+    wait, while its handler runs free: on PostgreSQL by locking the worker's heartbeat row,
+    on SQLite by holding the file's write lock. Released on exit."""
+
+    def __init__(self, db_url: str, worker_id: str) -> None:
+        self.sqlite = db_url.startswith("sqlite")
+        if self.sqlite:
+            self.conn = sqlite3.connect(s.sqlite_path(db_url), timeout=10, isolation_level=None)
+            self.conn.execute("BEGIN IMMEDIATE")
+        else:
+            self.conn = psycopg.connect(_pg_dsn(db_url))
+            self.conn.execute("SELECT id FROM sync_workers WHERE id = %s FOR UPDATE",
+                              (worker_id,))
+
+    def __enter__(self) -> _HoldWrites:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.sqlite:
+            self.conn.execute("ROLLBACK")
+        else:
+            self.conn.rollback()
+        self.conn.close()
+
+
+def _mock_requests(upstream: str) -> int:
+    with urllib.request.urlopen(f"{upstream}/_stats", timeout=10) as resp:
+        return int(json.loads(resp.read())["requests"])
+
+
+def _pg_dsn(db_url: str) -> str:
+    return PG_ADMIN_DSN.rsplit("/", 1)[0] + "/" + db_url.rsplit("/", 1)[1]
+
+
 @pytest.mark.slow
 def test_paused_worker_is_fenced_out(db_url, db, upstream, procs, record):
     (job_id,) = s.enqueue(db, "customer", ["x_slow"], max_attempts=3)
+    corr = queue.get_job(db, job_id).correlation_id
     spec = s.WorkerSpec(lease_seconds=LEASE, concurrency=2, shutdown_timeout_seconds=1)
+    requests_before = _mock_requests(upstream)
     a = s.start_worker(procs, "A", db_url, upstream, spec=spec, max_seconds=60)
     wait_for(lambda: (_attempt(db, job_id, 1) or None) and procs.check_deadlines() is None,
              timeout=30, message="A to claim the job")
-    a_id = _attempt(db, job_id, 1).worker_id
+    first = _attempt(db, job_id, 1)
+    a_id = first.worker_id
+    # Freeze A only once its CRM request is in the mock's hands (it answers 3 s later).
+    seen = [requests_before]
+
+    def crm_asked() -> bool:  # each /_stats read counts itself: look for more than that
+        now = _mock_requests(upstream)
+        grew = now - seen[0] > 1
+        seen[0] = now
+        return grew
+
+    wait_for(crm_asked, timeout=10, message="A's CRM request to reach the mock")
+    asked_at = time.monotonic()
     tries = _stop_outside_transaction(procs, a, db, db_url)
     stopped_at = time.monotonic()
 
@@ -62,9 +118,26 @@ def test_paused_worker_is_fenced_out(db_url, db, upstream, procs, record):
     second = _attempt(db, job_id, 2)
     assert second.worker_id != a_id and second.outcome == "running"
     assert _attempt(db, job_id, 1).outcome == "lease_expired"
+    # A's CRM answer (3 s after its request) is waiting in its socket before it wakes, so its
+    # handler can finish at once; B is mid-attempt on its own 3 s call.
+    wait_for(lambda: time.monotonic() > asked_at + 3.2, timeout=10,
+             message="A's CRM answer to be ready")
+    assert s.billing_writes(upstream).get(corr, 0) == 0
     paused_for = time.monotonic() - stopped_at
 
-    a.signal(signal.SIGCONT)  # B is mid-attempt (x_slow takes 3 s)
+    with _HoldWrites(db_url, a_id):
+        a.signal(signal.SIGCONT)
+        # A's handler finishes (its Billing write lands) while its heartbeat and lease
+        # renewal wait behind us, so it is A's late *result* that meets the fence.
+        wait_for(lambda: s.billing_writes(upstream).get(corr, 0) == 1, timeout=10,
+                 message="A's late Billing write")
+        if db_url.startswith("sqlite"):
+            # Under the file lock nothing is observable; the result is queued within a
+            # millisecond of the Billing answer.
+            time.sleep(0.3)
+        else:
+            wait_for(lambda: _attempt(db, job_id, 1).outcome == "lease_lost", timeout=10,
+                     message="A's late result to be fenced")
     wait_for(lambda: _attempt(db, job_id, 1).outcome == "lease_lost", timeout=20,
              message="A's late attempt to be recorded lease_lost")
     assert _attempt(db, job_id, 2).outcome == "running", "A's late result touched B's attempt"
@@ -83,6 +156,7 @@ def test_paused_worker_is_fenced_out(db_url, db, upstream, procs, record):
     record(backend=backend(db_url), jobs=1, workers=2, paused_seconds=round(paused_for, 1),
            stop_tries=tries, late_path=[e["event"] for e in events],
            history=[a_.outcome for a_ in queue.attempts_for(db, job_id)],
+           billing_writes=s.billing_writes(upstream).get(corr, 0),
            lost=int(job.status != "success"), duplicated=0, stuck=int(job.status == "running"))
 
     assert job.status == "success"
@@ -91,7 +165,9 @@ def test_paused_worker_is_fenced_out(db_url, db, upstream, procs, record):
     assert first.error_type == "LeaseLost"
     assert second.outcome == "success" and second.worker_id != a_id
     assert job.finished_at == second.finished_at
-    assert events, "A never noticed it had lost the lease"
+    assert [e["event"] for e in events] == ["attempt.fenced"], "the late result met the fence"
+    # The zombie's upstream call could not be taken back: Billing saw both (idempotent PUT).
+    assert s.billing_writes(upstream).get(corr, 0) == 2
 
 
 def test_late_completion_is_fenced_engine_level(db, settings):
