@@ -39,29 +39,68 @@ class System:
     workloads: tuple[str, ...] = ("drain", "fail_once", "enqueue", "latency")
     version: str = ""
     skip: str | None = None
+    # Alternatives tried by --sweep: (configuration, processes, worker settings).
+    sweep: tuple[tuple[str, int, dict[str, Any]], ...] = ()
 
 
 def systems() -> list[System]:
+    sb_pg = (("2 processes x concurrency 512, LISTEN/NOTIFY", 2,
+              {"concurrency": 512, "poll": 0.5}),
+             ("2 processes x concurrency 256, LISTEN/NOTIFY", 2,
+              {"concurrency": 256, "poll": 0.5}),
+             ("3 processes x concurrency 256, LISTEN/NOTIFY", 3,
+              {"concurrency": 256, "poll": 0.5}),
+             ("1 process x concurrency 512, LISTEN/NOTIFY", 1,
+              {"concurrency": 512, "poll": 0.5}))
+    sb_lite = (("1 process x concurrency 512, poll 0.05 s", 1,
+                {"concurrency": 512, "poll": 0.05}),
+               ("1 process x concurrency 256, poll 0.05 s", 1,
+                {"concurrency": 256, "poll": 0.05}),
+               ("2 processes x concurrency 256, poll 0.05 s", 2,
+                {"concurrency": 256, "poll": 0.05}))
+    pgq = (("asyncpg, 2 processes, batch 200", 2, {"batch": 200, "poll": 1.0}),
+           ("asyncpg, 1 process, batch 200", 1, {"batch": 200, "poll": 1.0}),
+           ("asyncpg, 2 processes, batch 500", 2, {"batch": 500, "poll": 1.0}),
+           ("asyncpg, 4 processes, batch 100", 4, {"batch": 100, "poll": 1.0}))
+    proc = (("4 processes x concurrency 4, poll 0.1 s", 4, {"concurrency": 4, "poll": 0.1}),
+            ("2 processes x concurrency 10, poll 0.1 s", 2, {"concurrency": 10, "poll": 0.1}),
+            ("8 processes x concurrency 2, poll 0.1 s", 8, {"concurrency": 2, "poll": 0.1}))
+    huey = (("1 consumer x 4 threads, poll 0.05 s", 1, {"workers": 4, "poll": 0.05}),
+            ("1 consumer x 1 thread, poll 0.05 s", 1, {"workers": 1, "poll": 0.05}),
+            ("1 consumer x 16 threads, poll 0.05 s", 1, {"workers": 16, "poll": 0.05}))
     return [
-        System("sb_pg", "SyncBridge", "bench.sb", "pg",
-               "2 processes x concurrency 256, LISTEN/NOTIFY", 2,
-               {"concurrency": 256, "poll": 0.5},
-               ("drain", "fail_once", "enqueue", "latency", "customer")),
-        System("sb_sqlite", "SyncBridge", "bench.sb", "sqlite",
-               "1 process x concurrency 256, poll 0.05 s", 1,
-               {"concurrency": 256, "poll": 0.05},
-               ("drain", "fail_once", "enqueue", "latency", "customer")),
-        System("pgqueuer", "pgqueuer", "bench.peer_pgqueuer", "pg",
-               "asyncpg, 2 processes, batch 200", 2, {"batch": 200, "poll": 1.0}),
-        System("procrastinate", "procrastinate", "bench.peer_procrastinate", "pg",
-               "4 processes x concurrency 4, poll 0.1 s", 4, {"concurrency": 4, "poll": 0.1}),
-        System("huey", "huey SqliteHuey", "bench.peer_huey", "sqlite",
-               "1 consumer x 4 threads, poll 0.05 s", 1, {"workers": 4, "poll": 0.05}),
+        System("sb_pg", "SyncBridge", "bench.sb", "pg", *sb_pg[0],
+               ("drain", "fail_once", "enqueue", "latency", "customer"), sweep=sb_pg),
+        System("sb_sqlite", "SyncBridge", "bench.sb", "sqlite", *sb_lite[0],
+               ("drain", "fail_once", "enqueue", "latency", "customer"), sweep=sb_lite),
+        System("pgqueuer", "pgqueuer", "bench.peer_pgqueuer", "pg", *pgq[0], sweep=pgq),
+        System("procrastinate", "procrastinate", "bench.peer_procrastinate", "pg", *proc[0],
+               sweep=proc),
+        System("huey", "huey SqliteHuey", "bench.peer_huey", "sqlite", *huey[0], sweep=huey),
         System("bare_pg", "bare psycopg loop", "bench.peer_bare", "pg",
                "1 process, SKIP LOCKED, 100 per claim", 1, {}, ("drain",)),
         System("bare_sqlite", "bare sqlite3 loop", "bench.peer_bare", "sqlite",
                "1 process, WAL, 100 per claim", 1, {}, ("drain",)),
     ]
+
+
+def sweep(system: System, n: int, tmp: Path, log: Any) -> None:
+    """Try each alternative configuration on the drain once; keep the fastest."""
+    best: tuple[float, tuple[str, int, dict[str, Any]]] | None = None
+    mod = importlib.import_module(system.module)
+    for alt in system.sweep:
+        system.config, system.procs, system.cfg = alt
+        try:
+            with fresh(system, tmp) as target:
+                rate = run_drain(system, mod, target, n, NOOP, 1)
+        except Exception as exc:
+            log(f"  sweep {system.key} [{alt[0]}]: {exc}")
+            continue
+        log(f"  sweep {system.key} [{alt[0]}]: {rate:,.0f} jobs/s")
+        if best is None or rate > best[0]:
+            best = (rate, alt)
+    if best is not None:
+        system.config, system.procs, system.cfg = best[1]
 
 
 @dataclass
@@ -256,6 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated keys: " + ",".join(s.key for s in systems()))
     p.add_argument("--workloads", default=",".join(WORKLOADS),
                    help="comma-separated: " + ",".join(WORKLOADS))
+    p.add_argument("--sweep", action="store_true",
+                   help="first try each system's alternative configurations on the drain "
+                        "and keep the fastest")
     p.add_argument("--json", metavar="FILE", help="also write the raw samples as JSON")
     return p
 
@@ -290,6 +332,11 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Sample] = {}
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="syncbridge-bench-") as tmp:
+        if args.sweep:
+            log("sweep")
+            for s in chosen:
+                if not s.skip and s.sweep:
+                    sweep(s, args.n, Path(tmp), log)
         for rep in range(args.repeat):
             log(f"run {rep + 1}/{args.repeat}")
             for w in workloads:
