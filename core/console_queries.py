@@ -69,9 +69,14 @@ def list_window(db: Database, flt: JobFilter, *, limit: int, offset: int = 0,
         return [Job.from_row(r) for r in conn.execute(stmt)]
 
 
-def count_window(db: Database, flt: JobFilter, *, cap: int | None = None) -> int:
-    """Rows matching; with `cap`, counting stops there (cheap on huge tables)."""
-    inner = select(literal(1)).select_from(jobs_t).where(*conditions(db, flt))
+def count_window(db: Database, flt: JobFilter, *, cap: int | None = None,
+                 newer_than: int | None = None) -> int:
+    """Rows matching; with `cap`, counting stops there (cheap on huge tables); with
+    `newer_than`, only jobs with a larger id (how far down a job sits, newest first)."""
+    cond = conditions(db, flt)
+    if newer_than is not None:
+        cond.append(jobs_t.c.id > newer_than)
+    inner = select(literal(1)).select_from(jobs_t).where(*cond)
     if cap is not None:
         inner = inner.limit(cap)
     with db.read() as conn:

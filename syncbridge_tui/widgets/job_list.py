@@ -46,7 +46,9 @@ class Window:
     sort: str
     offset: int
     page: int
+    generation: int
     to_bottom: bool = False
+    anchor_id: int | None = None  # keep this job on the window's first row (sort age)
 
 
 @dataclass(slots=True)
@@ -84,6 +86,11 @@ class JobList(Vertical):
         self.selected_id: int | None = None
         self._follow = True
         self._pending_bottom = False
+        # Bumped by every move or query change the operator makes: a poll planned before
+        # it is stale and must not put the window back where it was.
+        self._generation = 0
+        self._explicit = True
+        self._want_row: int | None = None  # after g / G: row 0 / the last row (-1)
         self._search_timer: Timer | None = None
         self.loaded = False
 
@@ -129,9 +136,16 @@ class JobList(Vertical):
                                search=s.search.strip() or None)
 
     def plan(self) -> Callable[[], WindowResult]:
+        anchor = None
+        if (not self._explicit and self.state.sort == "age" and self.jobs
+                and (self.state.offset > 0 or self.table.cursor_row > 0)):
+            # The operator is looking below the newest jobs: new arrivals pile up above
+            # ("N newer") instead of pushing the rows they read down the screen.
+            anchor = self.jobs[0].id
         window = Window(self.filter(), self.state.sort, self.state.offset, self.page_size(),
-                        to_bottom=self._pending_bottom)
+                        self._generation, to_bottom=self._pending_bottom, anchor_id=anchor)
         self._pending_bottom = False
+        self._explicit = False
         db = self.console.db
 
         def fetch() -> WindowResult:
@@ -141,6 +155,8 @@ class JobList(Vertical):
                 w = replace(w, offset=max(0, total - w.page))
                 jobs = list_window(db, w.flt, limit=w.page, offset=w.offset, sort=w.sort)
                 return WindowResult(w, jobs, total, False)
+            if w.anchor_id is not None:
+                w = replace(w, offset=count_window(db, w.flt, newer_than=w.anchor_id))
             total = count_window(db, w.flt, cap=COUNT_CAP + 1)
             jobs = list_window(db, w.flt, limit=w.page, offset=w.offset, sort=w.sort)
             if not jobs and w.offset > 0 and total > 0:
@@ -156,8 +172,8 @@ class JobList(Vertical):
         return fetch
 
     def apply(self, result: WindowResult) -> None:
-        if result.window.flt != self.filter() or result.window.sort != self.state.sort:
-            return  # the operator changed the query while this poll ran; a new poll follows
+        if result.window.generation != self._generation:
+            return  # the operator moved or changed the query meanwhile; a new poll follows
         self.state.offset = result.window.offset
         self.jobs = result.jobs
         self.total, self.capped = result.total, result.capped
@@ -165,7 +181,10 @@ class JobList(Vertical):
         previous_row = table.cursor_row
         table.show_rows([self.row(job) for job in self.jobs])
         ids = [job.id for job in self.jobs]
-        if self._follow and self.selected_id in ids:
+        if self._want_row is not None:
+            target = self._want_row if self._want_row >= 0 else len(ids) - 1
+            self._want_row = None
+        elif self._follow and self.selected_id in ids:
             target = ids.index(self.selected_id)
         else:
             target = min(max(previous_row, 0), max(0, len(ids) - 1))
@@ -208,6 +227,8 @@ class JobList(Vertical):
             last = s.offset + len(self.jobs)
             total = f"{self.total:,}+" if self.capped else f"{self.total:,}"
             t.append(f"{s.offset + 1:,}-{last:,} of {total}", style="dim")
+            if s.offset and s.sort == "age":
+                t.append(f"  ↑ {s.offset:,} newer (g)", style="bold cyan")
         elif self.loaded:
             t.append("no jobs match" if (s.search or s.job_type or
                                          s.statuses != self.FIXED_STATUSES) else "no jobs",
@@ -235,10 +256,11 @@ class JobList(Vertical):
         s = self.state
         if event.to == "top":
             s.offset = 0
+            self._want_row = 0
             self.table.move_cursor(row=0, animate=False)
         elif event.to == "bottom":
             self._pending_bottom = True
-            self.table.move_cursor(row=page - 1, animate=False)
+            self._want_row = -1
         else:
             if event.delta > 0 and len(self.jobs) < page:
                 return  # the window is the last page already
@@ -251,6 +273,8 @@ class JobList(Vertical):
         self.requery(keep_offset=True)
 
     def requery(self, keep_offset: bool = False) -> None:
+        self._generation += 1
+        self._explicit = True
         if not keep_offset:
             self.state.offset = 0
             self._follow = True
@@ -262,6 +286,8 @@ class JobList(Vertical):
         event.stop()
         self.state.search = event.value
         self.state.offset = 0
+        self._generation += 1  # whatever is in flight was for the old text
+        self._explicit = True
         self.update_title()
         # Debounced: "c", "c_", "c_5" would each be a query; only the pause after typing is.
         if self._search_timer is not None:

@@ -243,26 +243,35 @@ async def test_cursor_follows_its_job_and_window_is_in_place(showcase: MakeApp) 
     app = showcase()
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        await pilot.press("j", "j", "j")
         jl = job_list(app)
-        assert jl.selected_id == 9
+        # At the top, the cursor follows its job down as new jobs arrive above it.
+        queue.enqueue(app.db, "customer", "c_top", known_types=registry.names(),
+                      max_attempts=4)
+        await settle(pilot)
+        assert jl.selected_id == 12 and jl.table.cursor_row == 1 and jl.state.offset == 0
+        # Reading further down: the rows stay put and the newcomers pile up above.
+        await pilot.press("j", "j")
+        assert jl.selected_id == 10
         queue.enqueue_many(app.db, "customer", [f"c_new{i}" for i in range(3)],
                            known_types=registry.names(), max_attempts=4)
         await settle(pilot)
-        assert jl.selected_id == 9 and jl.table.cursor_row == 6
+        assert jl.selected_id == 10 and jl.table.cursor_row == 3 and jl.state.offset == 3
+        assert shown_ids(app)[0] == 13
+        assert "↑ 3 newer (g)" in str(jl.query_one("#list-title").render())
         # 300 more jobs: the table holds one screenful, g/G move the window.
         queue.enqueue_many(app.db, "invoice", [f"i_bulk{i}" for i in range(300)],
                            known_types=registry.names(), max_attempts=4)
         await settle(pilot)
         page = jl.page_size()
-        assert jl.table.row_count == page < 100
-        assert jl.total == 315
+        assert jl.total == 316 and jl.state.offset == 303 and jl.selected_id == 10
+        assert jl.table.row_count == 316 - 303 < page  # the same rows, nothing new below
         await pilot.press("G")
         await settle(pilot)
-        assert jl.state.offset == 315 - page and jl.selected_id == 1
+        assert jl.state.offset == 316 - page and jl.selected_id == 1
         await pilot.press("g")
         await settle(pilot)
         assert jl.state.offset == 0 and jl.table.cursor_row == 0
+        assert jl.selected_id == max(shown_ids(app))
         await pilot.press("k")  # nothing above the top
         await settle(pilot)
         assert jl.state.offset == 0
