@@ -137,10 +137,13 @@ class JobList(Vertical):
 
     def plan(self) -> Callable[[], WindowResult]:
         anchor = None
-        if (not self._explicit and self.state.sort == "age" and self.jobs
+        if (not self._explicit and self.state.sort == "age"
+                and len(self.jobs) >= self.page_size()
                 and (self.state.offset > 0 or self.table.cursor_row > 0)):
-            # The operator is looking below the newest jobs: new arrivals pile up above
-            # ("N newer") instead of pushing the rows they read down the screen.
+            # The operator is reading below the newest jobs of a list longer than the
+            # screen: new arrivals pile up above ("N newer") instead of pushing the rows
+            # they read down and off the screen. (A short list just grows; the cursor
+            # follows its job.)
             anchor = self.jobs[0].id
         window = Window(self.filter(), self.state.sort, self.state.offset, self.page_size(),
                         self._generation, to_bottom=self._pending_bottom, anchor_id=anchor)

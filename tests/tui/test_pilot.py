@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -244,34 +245,37 @@ async def test_cursor_follows_its_job_and_window_is_in_place(showcase: MakeApp) 
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         jl = job_list(app)
-        # At the top, the cursor follows its job down as new jobs arrive above it.
+        # A short list grows; the cursor follows its job down.
+        await pilot.press("j")
+        assert jl.selected_id == 11
         queue.enqueue(app.db, "customer", "c_top", known_types=registry.names(),
                       max_attempts=4)
         await settle(pilot)
-        assert jl.selected_id == 12 and jl.table.cursor_row == 1 and jl.state.offset == 0
-        # Reading further down: the rows stay put and the newcomers pile up above.
-        await pilot.press("j", "j")
-        assert jl.selected_id == 10
+        assert jl.selected_id == 11 and jl.table.cursor_row == 2 and jl.state.offset == 0
+        # 300 more jobs: the table holds one screenful, no more.
+        queue.enqueue_many(app.db, "invoice", [f"i_bulk{i}" for i in range(300)],
+                           known_types=registry.names(), max_attempts=4)
+        await pilot.press("g")
+        await settle(pilot)
+        page = jl.page_size()
+        assert jl.table.row_count == page < 100 and jl.total == 313
+        # Reading further down a full screen: the rows stay put, newcomers pile up above.
+        await pilot.press("j", "j", "j")
+        reading = jl.selected_id
+        assert reading == 310
         queue.enqueue_many(app.db, "customer", [f"c_new{i}" for i in range(3)],
                            known_types=registry.names(), max_attempts=4)
         await settle(pilot)
-        assert jl.selected_id == 10 and jl.table.cursor_row == 3 and jl.state.offset == 3
-        assert shown_ids(app)[0] == 13
+        assert jl.selected_id == reading and jl.table.cursor_row == 3
+        assert jl.state.offset == 3 and shown_ids(app)[0] == 313
         assert "↑ 3 newer (g)" in str(jl.query_one("#list-title").render())
-        # 300 more jobs: the table holds one screenful, g/G move the window.
-        queue.enqueue_many(app.db, "invoice", [f"i_bulk{i}" for i in range(300)],
-                           known_types=registry.names(), max_attempts=4)
-        await settle(pilot)
-        page = jl.page_size()
-        assert jl.total == 316 and jl.state.offset == 303 and jl.selected_id == 10
-        assert jl.table.row_count == 316 - 303 < page  # the same rows, nothing new below
         await pilot.press("G")
         await settle(pilot)
         assert jl.state.offset == 316 - page and jl.selected_id == 1
+        assert jl.table.cursor_row == page - 1
         await pilot.press("g")
         await settle(pilot)
-        assert jl.state.offset == 0 and jl.table.cursor_row == 0
-        assert jl.selected_id == max(shown_ids(app))
+        assert jl.state.offset == 0 and jl.table.cursor_row == 0 and jl.selected_id == 316
         await pilot.press("k")  # nothing above the top
         await settle(pilot)
         assert jl.state.offset == 0
@@ -340,3 +344,46 @@ async def test_palette_runs_an_action(showcase: MakeApp) -> None:
         await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen),
                          what="the palette to open the replay confirmation")
         assert app.screen.title_text == "Replay job 5?"  # type: ignore[attr-defined]
+
+
+async def test_polls_never_overlap_and_coalesce(showcase: MakeApp) -> None:
+    """A slow database: requests made while a poll runs fold into one more poll."""
+    app = showcase()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        jl = job_list(app)
+        gate = threading.Event()
+        running, peak, calls = 0, 0, 0
+        lock = threading.Lock()
+        original = jl.plan
+
+        def plan():  # type: ignore[no-untyped-def]
+            fetch = original()
+
+            def slow():  # type: ignore[no-untyped-def]
+                nonlocal running, peak, calls
+                with lock:
+                    running += 1
+                    calls += 1
+                    peak = max(peak, running)
+                gate.wait(5)
+                try:
+                    return fetch()
+                finally:
+                    with lock:
+                        running -= 1
+
+            return slow
+
+        jl.plan = plan  # type: ignore[method-assign]
+        before = app.poll_count
+        for _ in range(5):
+            app.request_poll()
+        await wait_until(pilot, lambda: calls == 1, what="the first slow poll")
+        assert app.is_running  # the UI loop is not blocked by the database
+        await pilot.press("j")
+        assert jl.table.cursor_row == 1
+        gate.set()
+        await wait_until(pilot, lambda: app.poll_count == before + 2 and not app._polling,
+                         what="the coalesced poll")
+        assert calls == 2 and peak == 1
