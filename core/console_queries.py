@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import and_, func, literal, or_, select
 
 from core.db import Database
-from core.models import STATUSES, jobs_t
+from core.models import STATUSES, attempts_t, jobs_t
 from core.queue import InvalidInput, JobFilter
 from core.records import Job
 
@@ -99,3 +99,11 @@ def job_ids(db: Database, flt: JobFilter, *, sort: str = "age", limit: int = 10_
     stmt = select(jobs_t.c.id).where(*conditions(db, flt)).order_by(*_sort(sort)).limit(limit)
     with db.read() as conn:
         return [int(i) for i in conn.execute(stmt).scalars()]
+
+
+def attempt_number(db: Database, attempt_id: int) -> int | None:
+    """The number (1, 2, …) of an attempt row: what a replay link shows an operator."""
+    with db.read() as conn:
+        return conn.execute(
+            select(attempts_t.c.number).where(attempts_t.c.id == attempt_id)
+        ).scalar()

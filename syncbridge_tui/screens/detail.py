@@ -15,6 +15,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
 from core import queue
+from core.console_queries import attempt_number
 from core.records import Attempt, Job
 from syncbridge_tui import keymap
 from syncbridge_tui.cells import STATUS_STYLES, cell, dash, outcome_cell
@@ -35,6 +36,7 @@ class DetailData:
     job: Job | None
     attempts: list[Attempt]
     replays: list[int]
+    origin_attempt: int | None = None  # the number of the attempt a replay started from
 
 
 class DetailScreen(Screen[None]):
@@ -74,8 +76,12 @@ class DetailScreen(Screen[None]):
         db, job_id = self.console.db, self.job_id
 
         def fetch() -> DetailData:
-            return DetailData(queue.get_job(db, job_id), queue.attempts_for(db, job_id),
-                              queue.replays_of(db, job_id))
+            job = queue.get_job(db, job_id)
+            origin = None
+            if job is not None and job.replay_of_attempt_id is not None:
+                origin = attempt_number(db, job.replay_of_attempt_id)
+            return DetailData(job, queue.attempts_for(db, job_id), queue.replays_of(db, job_id),
+                              origin)
 
         return fetch
 
@@ -93,10 +99,11 @@ class DetailScreen(Screen[None]):
         if job.is_replay:
             title.append(f"  replay of job {job.replay_of_job_id}", style="cyan")
         self.query_one("#detail-title", Static).update(title)
-        self.query_one("#fields", Static).update(self._fields(job, data.replays))
+        self.query_one("#fields", Static).update(self._fields(job, data))
         self._attempts(data.attempts)
 
-    def _fields(self, job: Job, replays: list[int]) -> Table:
+    def _fields(self, job: Job, data: DetailData) -> Table:
+        replays = data.replays
         grid = Table.grid(padding=(0, 1), expand=True)
         grid.add_column(style="dim", no_wrap=True, width=14)
         grid.add_column(ratio=1)
@@ -123,7 +130,10 @@ class DetailScreen(Screen[None]):
                                         if job.lease_expires_at else None))
         origin = "-"
         if job.is_replay:
-            origin = f"job {job.replay_of_job_id} (attempt id {job.replay_of_attempt_id})  [o]"
+            origin = f"job {job.replay_of_job_id}"
+            if data.origin_attempt is not None:
+                origin += f", from its attempt {data.origin_attempt}"
+            origin += "  [o]"
         newer = ", ".join(f"job {i}" for i in replays) + "  [n]" if replays else "-"
         grid.add_row("replay of", t(origin, "cyan" if job.is_replay else ""),
                      "replayed as", t(newer, "cyan" if replays else ""))

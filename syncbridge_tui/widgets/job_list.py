@@ -397,7 +397,10 @@ class JobList(Vertical):
             self.app.notify("this pane shows dead jobs only; filter by status in the jobs "
                             "pane (1)", severity="warning")
             return
-        cycle: list[tuple[str, ...]] = [(), *((st,) for st in STATUSES)]
+        # Each status alone, then the two an operator asks for most: "in trouble" and
+        # "in progress".
+        cycle: list[tuple[str, ...]] = [(), *((st,) for st in STATUSES), ("failed", "dead"),
+                                        ("pending", "running")]
         i = cycle.index(self.state.statuses) if self.state.statuses in cycle else 0
         self.state.statuses = cycle[(i + 1) % len(cycle)]
         self.requery()

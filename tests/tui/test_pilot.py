@@ -67,6 +67,11 @@ async def test_filter_by_status_and_type(showcase: MakeApp) -> None:
         await pilot.press("t")  # type: customer
         await settle(pilot)
         assert shown_ids(app) == [4]
+        await pilot.press("t", "t", "a", "a")  # type: invoice, all; status: canceled, failed+dead
+        await settle(pilot)
+        assert job_list(app).state.statuses == ("failed", "dead")
+        assert job_list(app).state.job_type is None
+        assert shown_ids(app) == [7, 6, 5, 4]
         await pilot.press("escape")  # clears the filters
         await settle(pilot)
         assert len(shown_ids(app)) == 12
@@ -170,6 +175,11 @@ async def test_bulk_replay_reports_new_jobs_and_refusals(showcase: MakeApp) -> N
         await settle(pilot)
         await pilot.press("2")
         await settle(pilot)
+        await pilot.press("asterisk")  # everything matching the filter
+        await wait_until(pilot, lambda: set(job_list(app).state.marked) == {4, 5},
+                         what="both dead letters marked")
+        await pilot.press("escape")  # clears marks
+        assert job_list(app).state.marked == {}
         await pilot.press("space", "space")
         assert set(job_list(app).state.marked) == {4, 5}
         await pilot.press("p")
