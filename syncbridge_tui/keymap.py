@@ -93,21 +93,34 @@ MOVE = [
 # The job detail screen.
 DETAIL = [
     Key("back", "escape", "back", "Back", "back to the list", group="detail"),
-    Key("detail.retry", "r", "job_action('retry')", "Retry", "retry this job", group="detail"),
-    Key("detail.replay", "p", "job_action('replay')", "Replay", "replay this job",
-        group="detail"),
-    Key("detail.cancel", "c", "job_action('cancel')", "Cancel", "cancel this job",
-        group="detail"),
+    # Same ids as in the lists: one remap moves the key everywhere.
+    Key("retry", "r", "job_action('retry')", "Retry", "retry this job", group="detail"),
+    Key("replay", "p", "job_action('replay')", "Replay", "replay this job", group="detail"),
+    Key("cancel", "c", "job_action('cancel')", "Cancel", "cancel this job", group="detail"),
     Key("detail.origin", "o", "open_origin", "Replay of", "open the job this one replays",
         group="detail"),
     Key("detail.newest", "n", "open_replay", "Replayed as", "open the newest replay of this job",
         group="detail"),
-    Key("detail.logs", "l", "job_logs", "Logs", "this job's log lines", group="detail"),
+    Key("logs", "l", "job_logs", "Logs", "this job's log lines", group="detail"),
 ]
 
-ALL = GLOBAL + LIST + MOVE + DETAIL
+# The log pane (on the main screen).
+LOG = [
+    Key("log.all", "escape", "log_all", "All lines", "back to every line after l",
+        show=False, group="log"),
+]
+
+# Confirmation dialogs.
+DIALOG = [
+    Key("confirm.yes", "y,enter", "answer(True)", "Yes", "confirm", group="dialog"),
+    Key("confirm.no", "n,escape", "answer(False)", "No", "keep things as they are",
+        group="dialog"),
+]
+
+ALL = GLOBAL + LIST + MOVE + DETAIL + LOG + DIALOG
 GROUP_TITLES = {"global": "Everywhere", "list": "Job lists (1 jobs, 2 dead letters)",
-                "move": "Moving", "detail": "Job detail"}
+                "move": "Moving", "detail": "Job detail", "log": "Log pane",
+                "dialog": "Confirmations"}
 
 
 def bindings(keys: list[Key]) -> list[Binding]:
@@ -155,3 +168,33 @@ def load_keymap(path: Path | None = None) -> dict[str, str]:
 
 def effective_key(key: Key, overrides: dict[str, str]) -> str:
     return overrides.get(key.id, key.key)
+
+
+_NAMES = {"question_mark": "?", "slash": "/", "space": "space", "asterisk": "*",
+          "escape": "esc", "enter": "enter"}
+
+
+def show_key(keys: str) -> str:
+    return " / ".join(_NAMES.get(k.strip(), k.strip()) for k in keys.split(","))
+
+
+_WHERE = {"global": "everywhere", "list": "job lists", "move": "tables, log",
+          "detail": "job detail", "log": "log pane", "dialog": "confirmations"}
+
+
+def markdown_table() -> str:
+    """The README's key table, from the bindings themselves (one row per binding id)."""
+    rows = ["| key | where | does | binding id |", "|---|---|---|---|"]
+    where: dict[str, list[str]] = {}
+    first: dict[str, Key] = {}
+    for key in ALL:
+        where.setdefault(key.id, []).append(_WHERE[key.group])
+        first.setdefault(key.id, key)
+    for key_id, key in first.items():
+        rows.append(f"| `{show_key(key.key)}` | {', '.join(where[key_id])} | {key.help} "
+                    f"| `{key_id}` |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

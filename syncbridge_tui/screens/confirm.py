@@ -5,17 +5,15 @@ from __future__ import annotations
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
+from syncbridge_tui import keymap
+
 
 class ConfirmScreen(ModalScreen[bool]):
-    BINDINGS = [
-        Binding("y,enter", "answer(True)", "Yes", id="confirm.yes"),
-        Binding("n,escape", "answer(False)", "No", id="confirm.no"),
-    ]
+    BINDINGS = keymap.bindings(keymap.DIALOG)
 
     def __init__(self, title: str, body: Text, confirm_label: str) -> None:
         super().__init__(classes="modal")

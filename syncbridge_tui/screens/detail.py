@@ -124,7 +124,7 @@ class DetailScreen(Screen[None]):
                      "updated", t(ago(job.updated_at)))
         grid.add_row("finished", t(ago(job.finished_at) if job.finished_at else None),
                      "lease owner", t(lease))
-        grid.add_row("lease acquired", t(ago(job.lease_acquired_at)
+        grid.add_row("last claimed", t(ago(job.lease_acquired_at)
                                          if job.lease_acquired_at else None),
                      "lease expires", t(until(job.lease_expires_at)
                                         if job.lease_expires_at else None))

@@ -12,13 +12,6 @@ from textual.widgets import Static
 
 from syncbridge_tui import keymap
 
-_NAMES = {"question_mark": "?", "slash": "/", "space": "space", "asterisk": "*",
-          "escape": "esc", "enter": "enter"}
-
-
-def show_key(keys: str) -> str:
-    return " / ".join(_NAMES.get(k.strip(), k.strip()) for k in keys.split(","))
-
 
 class HelpScreen(ModalScreen[None]):
     BINDINGS = [Binding("escape,q,question_mark", "close", "Close", id="help.close")]
@@ -37,7 +30,7 @@ class HelpScreen(ModalScreen[None]):
             grid.add_row(Text(title, style="bold underline"), "", "")
             for key in keymap.ALL:
                 if key.group == group:
-                    grid.add_row(show_key(keymap.effective_key(key, self.overrides)),
+                    grid.add_row(keymap.show_key(keymap.effective_key(key, self.overrides)),
                                  key.help, key.id)
             grid.add_row("", "", "")
         grid.add_row(Text("Palette", style="bold underline"), "", "")

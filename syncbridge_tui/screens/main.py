@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import ContentSwitcher, Footer
 
+from syncbridge_tui import keymap
 from syncbridge_tui.widgets.header import StatusHeader
 from syncbridge_tui.widgets.job_list import DeadLettersPane, JobList, JobsPane
 from syncbridge_tui.widgets.log_pane import LogPane
@@ -23,7 +23,7 @@ PANE_IDS = ("jobs", "dead", "metrics", "workers", "log")
 
 class MainScreen(Screen[None]):
     # esc on the log pane (filtered to one job) goes back to every line.
-    BINDINGS = [Binding("escape", "log_all", "All lines", show=False)]
+    BINDINGS = keymap.bindings(keymap.LOG)
 
     def compose(self) -> ComposeResult:
         yield StatusHeader(id="header")

@@ -9,10 +9,22 @@ import pytest
 from syncbridge_tui import keymap
 
 
-def test_every_binding_has_a_unique_id() -> None:
-    ids = [k.id for k in keymap.ALL]
-    assert len(ids) == len(set(ids))
+def test_every_binding_has_an_id_unique_within_its_screen() -> None:
     assert all(b.id for b in keymap.bindings(keymap.ALL))
+    for group in (keymap.GLOBAL + keymap.LIST, keymap.DETAIL, keymap.MOVE, keymap.LOG,
+                  keymap.DIALOG):
+        ids = [k.id for k in group]
+        assert len(ids) == len(set(ids))
+    # One id, one meaning: "retry" in a list and in a job's detail is the same action.
+    by_id: dict[str, str] = {}
+    for key in keymap.ALL:
+        assert by_id.setdefault(key.id, key.action) == key.action, key.id
+
+
+def test_readme_table_names_every_id() -> None:
+    table = keymap.markdown_table()
+    for key in keymap.ALL:
+        assert f"`{key.id}`" in table
 
 
 def test_keymap_file_from_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
