@@ -118,7 +118,7 @@ DIALOG = [
 ]
 
 ALL = GLOBAL + LIST + MOVE + DETAIL + LOG + DIALOG
-GROUP_TITLES = {"global": "Everywhere", "list": "Job lists (1 jobs, 2 dead letters)",
+GROUP_TITLES = {"global": "Everywhere", "list": "Job lists",
                 "move": "Moving", "detail": "Job detail", "log": "Log pane",
                 "dialog": "Confirmations"}
 

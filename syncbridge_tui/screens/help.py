@@ -22,10 +22,10 @@ class HelpScreen(ModalScreen[None]):
         self.read_only = read_only
 
     def compose(self) -> ComposeResult:
-        grid = Table.grid(padding=(0, 2))
-        grid.add_column(style="bold cyan", no_wrap=True, min_width=14)
+        grid = Table.grid(padding=(0, 2), expand=True)
+        grid.add_column(style="bold cyan", no_wrap=True, width=16)
         grid.add_column(ratio=1)
-        grid.add_column(style="dim", no_wrap=True, min_width=14)
+        grid.add_column(style="dim", no_wrap=True, width=14)
         for group, title in keymap.GROUP_TITLES.items():
             grid.add_row(Text(title, style="bold underline"), "", "")
             for key in keymap.ALL:
