@@ -246,7 +246,10 @@ class SyncBridgeApp(App[int]):
             concurrency = engine.concurrency
             rate = engine.throughput()
         main = self.main_screen()
-        pane = main.pane if main is not None and self.base_screen() is main else "detail"
+        base = self.base_screen()
+        pane = main.pane if main is not None and base is main else "detail"
+        if isinstance(base, DetailScreen):
+            pane = f"job {base.job_id}"
         return HeaderInfo(self.db.display_url, state, concurrency, rate, self.read_only,
                           self.frozen, pane, self._last_error, note)
 

@@ -60,4 +60,7 @@ class StatusHeader(Static):
             style = "bold reverse" if key == info.pane else "dim"
             t.append(f" {label} ", style=style)
             t.append(" ")
+        if info.pane not in dict(PANES):  # a screen over the panes, e.g. "job 12"
+            t.append("> ", style="dim")
+            t.append(f" {info.pane} ", style="bold reverse")
         self.update(t)

@@ -233,9 +233,11 @@ class JobList(Vertical):
             if s.offset and s.sort == "age":
                 t.append(f"  ↑ {s.offset:,} newer (g)", style="bold cyan")
         elif self.loaded:
-            t.append("no jobs match" if (s.search or s.job_type or
-                                         s.statuses != self.FIXED_STATUSES) else "no jobs",
-                     style="dim")
+            if s.search or s.job_type or s.statuses != self.FIXED_STATUSES:
+                t.append("no jobs match (esc clears)", style="dim")
+            else:
+                t.append("no jobs yet: e enqueues one, `syncbridge demo` seeds the scenarios",
+                         style="dim")
         if s.marked:
             t.append(f"  {len(s.marked)} marked", style="bold yellow")
         self.query_one("#list-title", Static).update(t)

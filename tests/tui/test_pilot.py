@@ -397,3 +397,54 @@ async def test_polls_never_overlap_and_coalesce(showcase: MakeApp) -> None:
         await wait_until(pilot, lambda: app.poll_count == before + 2 and not app._polling,
                          what="the coalesced poll")
         assert calls == 2 and peak == 1
+
+
+async def test_demo_is_seeded_once_the_console_is_up(showcase: MakeApp,
+                                                     tmp_path: Path) -> None:
+    from core.config import load_settings
+    from core.db import Database
+    from core.migrations import upgrade
+    from syncbridge_tui.app import ConsoleOptions, create_app
+    from syncbridge_tui.cli import seed_demo
+
+    settings = load_settings(database_url=f"sqlite:///{tmp_path}/empty.db")
+    db = Database(settings.database_url)
+    upgrade(db)
+    app = create_app(settings, ConsoleOptions(
+        embedded_worker=False, live=False, blink=False, keymap={}, configure_logging=False,
+        seed=lambda: len(seed_demo(db, settings))), db=db)
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            await wait_until(pilot, lambda: any(m.startswith("seeded 8 demo jobs")
+                                                for m in messages(app)), what="the seed")
+            await settle(pilot)
+            assert sorted(j.entity_id for j in job_list(app).jobs) == sorted(
+                ["c_1001", "i_2001", "c_flaky", "i_flaky", "c_1002", "i_2002", "c_missing",
+                 "c_invalid"])
+    finally:
+        db.dispose()
+
+
+def test_run_app_seeds_only_an_empty_writable_database(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import argparse
+
+    from core.config import load_settings
+    from syncbridge_tui import app as app_module
+
+    seen: list[app_module.ConsoleOptions] = []
+    monkeypatch.setattr(app_module.SyncBridgeApp, "run",
+                        lambda self, **_: seen.append(self.options))
+    settings = load_settings(database_url=f"sqlite:///{tmp_path}/run.db")
+
+    def args(**kw: object) -> argparse.Namespace:
+        base = dict(db=None, no_worker=True, read_only=False, no_demo=False, concurrency=None)
+        return argparse.Namespace(**{**base, **kw})
+
+    assert app_module.run_app(args(no_demo=True), settings) == 0
+    assert seen[-1].seed is None
+    assert app_module.run_app(args(read_only=True), settings) == 0
+    assert seen[-1].seed is None and seen[-1].read_only
+    assert app_module.run_app(args(), settings) == 0
+    assert seen[-1].seed is not None and not seen[-1].embedded_worker
