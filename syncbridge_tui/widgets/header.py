@@ -33,11 +33,19 @@ class StatusHeader(Static):
     StatusHeader { height: 2; background: $panel; padding: 0 1; }
     """
 
+    _info: HeaderInfo | None = None
+
     def show(self, info: HeaderInfo) -> None:
+        self._info = info
         t = Text(no_wrap=True, overflow="ellipsis")
         t.append("SyncBridge", style="bold")
-        t.append("  db ", style="dim")
-        t.append(clean(info.database))
+        # Badges first: a narrow terminal cuts the line's end, never these.
+        if info.read_only:
+            t.append("  ")
+            t.append(" READ-ONLY ", style="bold black on yellow")
+        if info.frozen:
+            t.append("  ")
+            t.append(" FROZEN ", style="bold white on blue")
         t.append("  worker ", style="dim")
         t.append(info.worker, style=WORKER_STYLES.get(info.worker, ""))
         if info.worker_note:
@@ -46,21 +54,25 @@ class StatusHeader(Static):
         t.append("-" if info.concurrency is None else str(info.concurrency))
         t.append("  jobs/s ", style="dim")
         t.append(f"{info.jobs_per_second:.1f}")
-        if info.read_only:
-            t.append("  ")
-            t.append(" READ-ONLY ", style="bold black on yellow")
-        if info.frozen:
-            t.append("  ")
-            t.append(" FROZEN ", style="bold white on blue")
         if info.error:
             t.append("  ")
             t.append(clean(info.error, 80), style="bold red")
-        t.append("\n")
+        t.append("  db ", style="dim")
+        t.append(clean(info.database))
+        tabs = Text(no_wrap=True, overflow="ellipsis")
         for key, label in PANES:
             style = "bold reverse" if key == info.pane else "dim"
-            t.append(f" {label} ", style=style)
-            t.append(" ")
+            tabs.append(f" {label} ", style=style)
+            tabs.append(" ")
         if info.pane not in dict(PANES):  # a screen over the panes, e.g. "job 12"
-            t.append("> ", style="dim")
-            t.append(f" {info.pane} ", style="bold reverse")
-        self.update(t)
+            tabs.append("> ", style="dim")
+            tabs.append(f" {info.pane} ", style="bold reverse")
+        # Each line cut to the width (a wrapped first line would push the tabs away).
+        width = self.content_size.width or 200
+        for line in (t, tabs):
+            line.truncate(width, overflow="ellipsis")
+        self.update(Text("\n").join([t, tabs]))
+
+    def on_resize(self) -> None:
+        if self._info is not None:
+            self.show(self._info)

@@ -102,7 +102,9 @@ class JobList(Vertical):
         yield Static(id="list-title", classes="pane-title")
         search = Input(placeholder="search: entity id, job id or correlation id (prefix) "
                                    "— enter keeps it, esc clears", id="search")
+        # Hidden and disabled until `/`: keys typed early (a slow start) never land in it.
         search.display = False
+        search.disabled = True
         yield search
         table = WindowTable(id="table")
         for label, width in self.COLUMNS:
@@ -304,6 +306,7 @@ class JobList(Vertical):
         event.stop()
         if not event.value.strip():
             event.input.display = False
+            event.input.disabled = True
         self.focus_table()
 
     # --- actions ---------------------------------------------------------------------------------
@@ -315,6 +318,7 @@ class JobList(Vertical):
     def action_start_search(self) -> None:
         search = self.query_one("#search", Input)
         search.display = True
+        search.disabled = False
         search.focus()
 
     def action_clear(self) -> None:
@@ -323,6 +327,7 @@ class JobList(Vertical):
         if search.has_focus or s.search:
             search.value = ""
             search.display = False
+            search.disabled = True
             s.search = ""
             self.focus_table()
         elif s.marked:
