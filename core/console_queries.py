@@ -12,6 +12,7 @@ million jobs needs every query to be an index walk:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import and_, func, literal, or_, select
@@ -107,3 +108,17 @@ def attempt_number(db: Database, attempt_id: int) -> int | None:
         return conn.execute(
             select(attempts_t.c.number).where(attempts_t.c.id == attempt_id)
         ).scalar()
+
+
+def latest_replays(db: Database, job_ids: Sequence[int]) -> dict[int, int]:
+    """For each of these jobs that was replayed, the id of its newest replay
+    (ix_sync_jobs_replay_of): the dead-letter pane shows which ones are handled."""
+    if not job_ids:
+        return {}
+    with db.read() as conn:
+        rows = conn.execute(
+            select(jobs_t.c.replay_of_job_id, func.max(jobs_t.c.id))
+            .where(jobs_t.c.replay_of_job_id.in_(list(job_ids)))
+            .group_by(jobs_t.c.replay_of_job_id)
+        ).all()
+    return {int(origin): int(newest) for origin, newest in rows}

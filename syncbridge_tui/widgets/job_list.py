@@ -20,7 +20,8 @@ from textual.timer import Timer
 from textual.widgets import DataTable, Input, Static
 
 from core import queue
-from core.console_queries import count_window, job_ids, list_window
+from core.console_queries import count_window, job_ids, latest_replays, list_window
+from core.db import Database
 from core.handlers import registry
 from core.models import STATUSES
 from core.records import Job
@@ -57,6 +58,7 @@ class WindowResult:
     jobs: list[Job]
     total: int
     capped: bool
+    extra: Any = None  # what a pane's `annotate` fetched for these rows
 
 
 @dataclass(slots=True)
@@ -81,6 +83,7 @@ class JobList(Vertical):
         super().__init__(id=id, classes="pane job-list")
         self.state = ListState(statuses=self.FIXED_STATUSES)
         self.jobs: list[Job] = []
+        self.extra: Any = None
         self.total = 0
         self.capped = False
         self.selected_id: int | None = None
@@ -152,6 +155,7 @@ class JobList(Vertical):
         self._pending_bottom = False
         self._explicit = False
         db = self.console.db
+        annotate = self.annotate
 
         def fetch() -> WindowResult:
             w = window
@@ -159,7 +163,7 @@ class JobList(Vertical):
                 total = count_window(db, w.flt)  # exact: G is rare, and the index counts
                 w = replace(w, offset=max(0, total - w.page))
                 jobs = list_window(db, w.flt, limit=w.page, offset=w.offset, sort=w.sort)
-                return WindowResult(w, jobs, total, False)
+                return WindowResult(w, jobs, total, False, annotate(db, jobs))
             if w.anchor_id is not None:
                 w = replace(w, offset=count_window(db, w.flt, newer_than=w.anchor_id))
             total = count_window(db, w.flt, cap=COUNT_CAP + 1)
@@ -172,7 +176,7 @@ class JobList(Vertical):
             capped = total > COUNT_CAP
             if capped:  # at least this many; "+" on screen
                 total = max(COUNT_CAP, w.offset + len(jobs))
-            return WindowResult(w, jobs, total, capped)
+            return WindowResult(w, jobs, total, capped, annotate(db, jobs))
 
         return fetch
 
@@ -181,6 +185,7 @@ class JobList(Vertical):
             return  # the operator moved or changed the query meanwhile; a new poll follows
         self.state.offset = result.window.offset
         self.jobs = result.jobs
+        self.extra = result.extra
         self.total, self.capped = result.total, result.capped
         table = self.table
         previous_row = table.cursor_row
@@ -204,6 +209,11 @@ class JobList(Vertical):
         self.update_title()
 
     # --- rendering -------------------------------------------------------------------------------
+
+    @staticmethod
+    def annotate(db: Database, jobs: list[Job]) -> Any:
+        """Runs in the poll's thread: more about the rows in view (subclasses)."""
+        return None
 
     def mark_cell(self, job: Job) -> Text:
         return Text("●", style="bold yellow") if job.id in self.state.marked else Text(" ")
@@ -453,10 +463,16 @@ class DeadLettersPane(JobList):
     TITLE = "Dead letters"
     FIXED_STATUSES = ("dead",)
     COLUMNS = [("", 1), ("ID", 7), ("TYPE", 9), ("ENTITY", 18), ("DEAD ERROR", 20),
-               ("MESSAGE", 38), ("ATTEMPTS", 9), ("AGE", 9), ("DIED", 9)]
+               ("MESSAGE", 34), ("ATTEMPTS", 8), ("AGE", 8), ("DIED", 8), ("REPLAYED", 8)]
+
+    @staticmethod
+    def annotate(db: Database, jobs: list[Job]) -> dict[int, int]:
+        return latest_replays(db, [job.id for job in jobs])
 
     def row(self, job: Job) -> tuple[Text, ...]:
+        replayed = (self.extra or {}).get(job.id)
         return (self.mark_cell(job), cell(job.id), cell(job.job_type), cell(job.entity_id),
                 dash(job.dead_error_type, "bold magenta"), dash(job.dead_error),
                 cell(f"{job.attempt_count}/{job.max_attempts}"), cell(ago(job.created_at)),
-                cell(ago(job.finished_at)))
+                cell(ago(job.finished_at)),
+                cell(f"as {replayed}" if replayed else "-", "cyan" if replayed else "dim"))
