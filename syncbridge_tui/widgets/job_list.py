@@ -462,8 +462,9 @@ class JobsPane(JobList):
 class DeadLettersPane(JobList):
     TITLE = "Dead letters"
     FIXED_STATUSES = ("dead",)
-    COLUMNS = [("", 1), ("ID", 7), ("TYPE", 9), ("ENTITY", 18), ("DEAD ERROR", 20),
-               ("MESSAGE", 34), ("ATTEMPTS", 8), ("AGE", 8), ("DIED", 8), ("REPLAYED", 8)]
+    # Fits 140 columns with the table's cell padding; the detail has the whole message.
+    COLUMNS = [("", 1), ("ID", 7), ("TYPE", 9), ("ENTITY", 16), ("DEAD ERROR", 20),
+               ("MESSAGE", 31), ("ATTEMPTS", 8), ("AGE", 8), ("DIED", 8), ("REPLAYED", 8)]
 
     @staticmethod
     def annotate(db: Database, jobs: list[Job]) -> dict[int, int]:
