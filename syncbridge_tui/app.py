@@ -301,6 +301,10 @@ class SyncBridgeApp(App[int]):
     def action_interrupt(self) -> None:
         self.action_quit_console()
 
+    async def action_quit(self) -> None:
+        # Textual's own "Quit" (palette, ctrl+q) must stop the worker gracefully too.
+        self.action_quit_console()
+
     # --- the embedded worker ---------------------------------------------------------------------
 
     def refuse_if_read_only(self, what: str) -> bool:

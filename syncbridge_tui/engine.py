@@ -58,6 +58,7 @@ class EmbeddedWorker:
         self.done = threading.Event()
         self.error: BaseException | None = None
         self.started = False
+        self._rate = 0.0
 
     @property
     def concurrency(self) -> int:
@@ -92,7 +93,16 @@ class EmbeddedWorker:
         self.worker.cancel_local(job_id)
 
     def throughput(self) -> float:
-        return self.worker.throughput()
+        # Worker.throughput walks a deque that the worker's thread appends to; a walk that
+        # races an append raises "deque mutated during iteration". Try again, then give up
+        # on this refresh rather than crash the header.
+        for _ in range(3):
+            try:
+                self._rate = self.worker.throughput()
+                break
+            except RuntimeError:
+                continue
+        return self._rate
 
     def stop(self, timeout: float | None = None) -> bool:
         """Ask the worker to finish in-flight work (or release it) and wait until its loop
