@@ -7,11 +7,21 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 from syncbridge_tui.app import SyncBridgeApp
 from syncbridge_tui.screenshots import build_showcase
 
 MakeApp = Callable[..., SyncBridgeApp]
+
+
+@pytest.fixture(autouse=True)
+def _keep_structlog_config() -> Iterator[None]:
+    """The console configures structlog for the whole process (quiet, into its log pane);
+    put back whatever the rest of the test session had."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
 
 
 @pytest.fixture
