@@ -79,7 +79,7 @@ class SyncBridgeApp(App[int]):
     CSS_PATH = "syncbridge.tcss"
     TITLE = "SyncBridge"
     BINDINGS = keymap.bindings(keymap.GLOBAL)
-    # Only Textual's own commands we keep, plus ours (get_system_commands).
+    # ctrl+p: Textual's palette, with every console action added (get_system_commands).
     ENABLE_COMMAND_PALETTE = True
 
     def __init__(self, settings: Settings, db: Database, options: ConsoleOptions,
