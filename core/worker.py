@@ -388,8 +388,12 @@ class Worker:
         tasks = list(self._tasks.values())
         if tasks:
             self.log.info("worker.draining", in_flight=len(tasks), timeout=timeout)
-            _, unfinished = await asyncio.wait(tasks, timeout=timeout or None) if timeout \
-                else (set(), set(tasks))
+            unfinished = set(tasks)
+            drain_until = time.monotonic() + timeout
+            # In short slices, so a second signal (request_stop(force=True)) cuts it short.
+            while unfinished and not self._force and time.monotonic() < drain_until:
+                _, unfinished = await asyncio.wait(
+                    unfinished, timeout=min(0.1, drain_until - time.monotonic()))
             for task in unfinished:
                 task.cancel()
             await asyncio.gather(*unfinished, return_exceptions=True)

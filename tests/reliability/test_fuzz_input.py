@@ -159,6 +159,7 @@ RAW_ARGV: list[list[bytes]] = [
 ]
 
 
+@pytest.mark.slow
 def test_cli_enqueue_raw_argv_subprocess(db_url, db, record, tmp_path):
     env = s.clean_env(database_url=db_url)
     before = _rows(db)

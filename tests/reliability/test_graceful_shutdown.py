@@ -146,3 +146,32 @@ def test_shutdown_waits_for_the_last_results_to_be_written(db, settings):
     statuses = {queue.get_job(db, r.job_id).status for r in ids}
     assert statuses == {"success"}, statuses
     assert worker.stats.released == 0 and worker.stats.succeeded == 4
+
+
+def test_second_sigterm_releases_at_once(db_url, db, upstream, black_hole, procs, record):
+    """A second signal means "now" (cli.py): a worker draining hanging attempts under a long
+    shutdown timeout gives them back and exits 0 at once instead of waiting it out."""
+    s.enqueue(db, "customer", [f"c_{41_000 + k}" for k in range(8)], max_attempts=3)
+    w = s.start_worker(procs, "W", db_url, upstream, crm_url=f"{black_hole}/crm",
+                       max_seconds=90, spec=s.WorkerSpec(
+                           lease_seconds=30, concurrency=8, shutdown_timeout_seconds=60,
+                           http_timeout_seconds=120))
+    s.wait_running(procs, w, db)
+    wid = s.worker_id_of(db, w.pid)
+    wait_for(lambda: len(_running(db, wid)) == 8 and procs.check_deadlines() is None,
+             timeout=30, message="8 hanging attempts")
+    w.signal(signal.SIGTERM)
+    wait_for(lambda: any(e.get("event") == "worker.draining" for e in w.log_events()),
+             timeout=10, message="the drain to start")
+    t0 = time.monotonic()
+    w.signal(signal.SIGTERM)
+    assert w.wait(20) == 0, w.tail()
+    took = time.monotonic() - t0
+    counts = s.status_counts(db)
+    jobs, attempts = s.all_jobs(db), s.all_attempts(db)
+    record(backend=backend(db_url), jobs=8, workers=1, sigterms=2,
+           exit_seconds_after_second=round(took, 1), final=dict(counts), lost=0,
+           duplicated=0, stuck=counts["running"])
+    assert took < 10, f"the second SIGTERM took {took:.1f}s to stop the worker"
+    assert counts == {"pending": 8}, counts
+    assert s.budget_violations(jobs, attempts) == []
