@@ -80,14 +80,15 @@ async def _child_main(target: Target, cfg: dict[str, Any]) -> dict[str, Any] | N
     ctl = Control(asyncio.Event(), asyncio.Event())
 
     def reader() -> None:
-        for line in sys.stdin:
-            cmd = line.strip()
-            if cmd == "go":
-                loop.call_soon_threadsafe(ctl.go.set)
-            elif cmd == "stop":
-                break
-        loop.call_soon_threadsafe(ctl.stop.set)
-        loop.call_soon_threadsafe(ctl.go.set)
+        with contextlib.suppress(ValueError, OSError, RuntimeError):  # stdin or loop closed
+            for line in sys.stdin:
+                cmd = line.strip()
+                if cmd == "go":
+                    loop.call_soon_threadsafe(ctl.go.set)
+                elif cmd == "stop":
+                    break
+            loop.call_soon_threadsafe(ctl.stop.set)
+            loop.call_soon_threadsafe(ctl.go.set)
 
     threading.Thread(target=reader, daemon=True).start()
     return await target(cfg, ctl)
