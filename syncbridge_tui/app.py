@@ -129,8 +129,11 @@ class SyncBridgeApp(App[int]):
         assert self.options.seed is not None
 
         def seeded(n: int) -> None:
+            paced = "mock" in self.options.worker_kwargs
             self.notify(f"seeded {n} demo jobs into the empty database (--no-demo skips "
-                        "this)", title="Demo")
+                        "this)" + ("; the demo upstream answers in 0.2-0.8 s so you can "
+                                   "watch them run" if paced else ""), title="Demo",
+                        timeout=8)
             self.request_poll()
 
         self.in_thread(self.options.seed, seeded)
@@ -579,12 +582,19 @@ def run_app(args: argparse.Namespace, settings: Settings) -> int:
     db = open_database(settings)
     try:
         seed = None
+        worker_kwargs: dict[str, Any] = {}
         if not args.read_only and not args.no_demo and queue.count_jobs(db, cap=1) == 0:
             def seed() -> int:
                 return len(seed_demo(db, settings))
+
+            if settings.crm_url is None and settings.billing_url is None:
+                # A first run on the demo: let the operator watch jobs run (see module).
+                from syncbridge_tui.demo_upstream import PacedMockUpstream
+
+                worker_kwargs["mock"] = PacedMockUpstream()
         app = create_app(settings, ConsoleOptions(
             read_only=args.read_only, embedded_worker=not args.no_worker,
-            concurrency=args.concurrency, seed=seed), db=db)
+            concurrency=args.concurrency, seed=seed, worker_kwargs=worker_kwargs), db=db)
         try:
             app.run()
         finally:

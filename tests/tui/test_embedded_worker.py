@@ -103,3 +103,30 @@ async def test_quit_leaves_no_live_lease(fresh: tuple[Settings, Database]) -> No
     assert job.attempt_count == 0  # the interrupted attempt is not counted
     assert [a.outcome for a in queue.attempts_for(db, job_id)] == ["released"]
     assert [w.state for w in queue.list_workers(db)] == ["stopped"]
+
+
+async def test_paced_demo_upstream_shows_jobs_running(fresh: tuple[Settings, Database]) -> None:
+    """On a first demo run the console's worker talks to a slower mock: `running` is
+    visible in the jobs pane before `success`."""
+    from syncbridge_tui.demo_upstream import PacedMockUpstream
+    from syncbridge_tui.widgets.job_list import JobList
+
+    settings, db = fresh
+    app = create_app(settings, ConsoleOptions(
+        live=False, blink=False, keymap={}, configure_logging=False,
+        worker_kwargs={"mock": PacedMockUpstream(latency=(0.3, 0.3))}), db=db)
+    async with app.run_test(size=SIZE) as pilot:
+        job_id = enqueue(db, "customer", "c_1001")
+        jobs = app.screen.query_one(JobList)
+
+        async def shown() -> str | None:
+            await settle(pilot)
+            return next((j.status for j in jobs.jobs if j.id == job_id), None)
+
+        seen = []
+        deadline = asyncio.get_running_loop().time() + 10
+        while "success" not in seen and asyncio.get_running_loop().time() < deadline:
+            status = await shown()
+            if status and (not seen or seen[-1] != status):
+                seen.append(status)
+        assert "running" in seen and seen[-1] == "success", seen

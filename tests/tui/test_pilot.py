@@ -448,3 +448,4 @@ def test_run_app_seeds_only_an_empty_writable_database(
     assert seen[-1].seed is None and seen[-1].read_only
     assert app_module.run_app(args(), settings) == 0
     assert seen[-1].seed is not None and not seen[-1].embedded_worker
+    assert "mock" in seen[-1].worker_kwargs  # the paced demo upstream, first run only
