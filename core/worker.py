@@ -9,6 +9,7 @@ run it in a background thread and the CLI in the main one.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import os
 import secrets
 import socket
@@ -124,13 +125,10 @@ class Worker:
     def throughput(self, window: float = 5.0) -> float:
         """Jobs finished per second over the last `window` seconds."""
         cutoff = time.monotonic() - window
-        times = self._finished_times
-        n = 0
-        for t in reversed(times):
-            if t < cutoff:
-                break
-            n += 1
-        return n / window
+        # Called from other threads (the console) while the worker appends: copy first, in
+        # one C-level call, instead of iterating a deque that may change underneath.
+        times = list(self._finished_times)
+        return (len(times) - bisect.bisect_left(times, cutoff)) / window
 
     def _set_stop(self) -> None:
         if self._stop is not None:

@@ -93,16 +93,7 @@ class EmbeddedWorker:
         self.worker.cancel_local(job_id)
 
     def throughput(self) -> float:
-        # Worker.throughput walks a deque that the worker's thread appends to; a walk that
-        # races an append raises "deque mutated during iteration". Try again, then give up
-        # on this refresh rather than crash the header.
-        for _ in range(3):
-            try:
-                self._rate = self.worker.throughput()
-                break
-            except RuntimeError:
-                continue
-        return self._rate
+        return self.worker.throughput()
 
     def stop(self, timeout: float | None = None) -> bool:
         """Ask the worker to finish in-flight work (or release it) and wait until its loop
