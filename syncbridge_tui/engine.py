@@ -58,7 +58,6 @@ class EmbeddedWorker:
         self.done = threading.Event()
         self.error: BaseException | None = None
         self.started = False
-        self._rate = 0.0
 
     @property
     def concurrency(self) -> int:
