@@ -4,6 +4,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
+BENCH_STAMP := $(VENV)/.installed-bench
+
 .PHONY: run test lint screenshots bench clean setup
 
 $(STAMP): pyproject.toml
@@ -27,7 +29,11 @@ lint: $(STAMP)
 screenshots: $(STAMP)
 	$(BIN)/python -m syncbridge_tui.screenshots screenshots
 
-bench: $(STAMP)
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install -q -e ".[test,bench]"
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench
 
 clean:
