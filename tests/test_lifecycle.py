@@ -394,3 +394,24 @@ def test_leases_are_renewed_while_a_long_job_runs(db: Database, settings: Settin
     assert job and job.status == "success"
     attempts = queue.attempts_for(db, job_id)
     assert [(a.outcome, a.worker_id) for a in attempts] == [("success", runner.id)]
+
+
+def test_search_by_entity_prefix_job_id_and_correlation(db: Database) -> None:
+    made = {e: queue.enqueue(db, "customer", e, known_types=TYPES, max_attempts=4).job_id
+            for e in ["c_10", "c_100", "cx10", "c%1", "d_1"]}
+    corr = queue.get_job(db, made["d_1"]).correlation_id  # type: ignore[union-attr]
+
+    def found(term: str, sort: str = "age") -> list[int]:
+        return [j.id for j in queue.list_jobs(db, queue.JobFilter(search=term), sort=sort)]
+
+    assert found("c_10") == [made["c_100"], made["c_10"]]  # "_" is literal, not a wildcard
+    assert found("c%") == [made["c%1"]]  # so is "%"
+    assert found(str(made["cx10"])) == [made["cx10"]]
+    assert found(corr[:6]) == [made["d_1"]]
+    assert found(corr) == [made["d_1"]]
+    assert found("nothing-like-it") == []
+    assert found("a\x00b") == []
+    assert queue.count_jobs(db, queue.JobFilter(search="c")) == 4
+    assert queue.count_jobs(db, newer_than=made["c%1"]) == 1
+    by_type = queue.list_jobs(db, sort="type")
+    assert [j.id for j in by_type] == sorted(made.values(), reverse=True)
