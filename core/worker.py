@@ -244,7 +244,7 @@ class Worker:
         ctx = JobContext(job.id, job.job_type, job.entity_id, job.payload, job.correlation_id,
                          job.lease_token, self.crm, self.billing, log)
         # Each job runs in its own task, so this context variable is this job's alone; the
-        # clients' request hook turns it into the X-Correlation-ID header.
+        # clients' request hook turns it into X-Correlation-ID and X-SyncBridge-Attempt.
         job_headers_var.set((job.correlation_id, job.lease_token))
         try:
             completion = await execute(job, self.registry.get(job.job_type), ctx,
