@@ -110,8 +110,13 @@ class SyncJob(Base):
         Index("ix_sync_jobs_type_id", "job_type", "id"),
         Index("ix_sync_jobs_entity", "entity_id"),
         Index("ix_sync_jobs_correlation", "correlation_id"),
-        Index("ix_sync_jobs_replay_of", "replay_of_job_id"),
-        Index("ix_sync_jobs_finished_at", "finished_at"),
+        # Partial: NULL for most rows, and skipping them saves a write on every claim.
+        Index("ix_sync_jobs_replay_of", "replay_of_job_id",
+              sqlite_where=text("replay_of_job_id IS NOT NULL"),
+              postgresql_where=text("replay_of_job_id IS NOT NULL")),
+        Index("ix_sync_jobs_finished_at", "finished_at",
+              sqlite_where=text("finished_at IS NOT NULL"),
+              postgresql_where=text("finished_at IS NOT NULL")),
     )
 
 
@@ -133,7 +138,9 @@ class SyncJobAttempt(Base):
 
     __table_args__ = (
         Index("uq_attempts_job_number", "job_id", "number", unique=True),
-        Index("ix_attempts_finished_at", "finished_at"),
+        Index("ix_attempts_finished_at", "finished_at",
+              sqlite_where=text("finished_at IS NOT NULL"),
+              postgresql_where=text("finished_at IS NOT NULL")),
     )
 
 
