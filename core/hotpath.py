@@ -24,6 +24,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from core.db import chunks
 from core.models import OUTCOME_LEASE_LOST
 from core.records import ClaimedJob, Completion
 
@@ -213,13 +214,9 @@ def complete(conn: Connection, is_postgres: bool,
                 col.append(value)
         applied_ids = {r[0] for r in raw.execute(_PG_COMPLETE, cols).fetchall()}
     else:
-        tokens = {}
-        for c in completions:
-            tokens.setdefault(c.job_id, set()).add(c.lease_token)
-        ids = list(tokens)
+        ids = list(dict.fromkeys(c.job_id for c in completions))
         current = {}
-        for i in range(0, len(ids), 500):
-            part = ids[i : i + 500]
+        for part in chunks(ids, 500):
             sql = _SQLITE_FENCE_READ.format(",".join("?" * len(part)))
             for job_id, token, status in raw.execute(sql, part):
                 current[job_id] = (token, status)

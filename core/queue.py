@@ -29,7 +29,7 @@ from sqlalchemy import (
 )
 
 from core import clock, hotpath
-from core.db import Database
+from core.db import Database, chunks
 from core.models import (
     ACTIVE_STATUSES,
     DEAD,
@@ -78,10 +78,20 @@ def validate_entity_id(entity_id: object) -> str:
         raise InvalidInput(f"entity id is longer than {MAX_ENTITY_ID_LENGTH} characters")
     if entity_id != entity_id.strip():
         raise InvalidInput("entity id must not start or end with white space")
-    for ch in entity_id:
-        if unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"):
-            raise InvalidInput(f"entity id contains a control character (U+{ord(ch):04X})")
+    _reject_control_characters(entity_id, "entity id")
     return entity_id
+
+
+_CONTROL_CATEGORIES = ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp")
+
+
+def _reject_control_characters(text: str, what: str) -> None:
+    # Stored as text, shown to operators and sent in HTTP paths and headers: no control or
+    # format characters, and no lone surrogates (a surrogate stored through SQLite's JSON
+    # path made the row unreadable).
+    for ch in text:
+        if unicodedata.category(ch) in _CONTROL_CATEGORIES:
+            raise InvalidInput(f"{what} contains a control character (U+{ord(ch):04X})")
 
 
 def validate_job_type(job_type: object, known: Iterable[str]) -> str:
@@ -93,14 +103,6 @@ def validate_job_type(job_type: object, known: Iterable[str]) -> str:
 
 def new_correlation_id() -> str:
     return uuid.uuid4().hex
-
-
-def _active_job_id(conn: Connection, job_type: str, entity_id: str) -> int | None:
-    return conn.execute(
-        select(jobs_t.c.id).where(
-            jobs_t.c.job_type == job_type, jobs_t.c.entity_id == entity_id, _ACTIVE_WHERE
-        )
-    ).scalar()
 
 
 def enqueue(
@@ -146,12 +148,7 @@ def enqueue_many(
         except (TypeError, ValueError) as exc:
             raise InvalidInput(f"payload is not strict JSON: {exc}") from None
     if correlation_id is not None:
-        # Sent as an HTTP header and stored as text: no control characters or surrogates
-        # (a surrogate stored through SQLite's JSON path made the row unreadable).
-        for ch in correlation_id:
-            if unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"):
-                raise InvalidInput(
-                    f"correlation id contains a control character (U+{ord(ch):04X})")
+        _reject_control_characters(correlation_id, "correlation id")
     results: dict[str, EnqueueResult] = {}
     unique = list(dict.fromkeys(ids))
     for attempt in range(5):
@@ -160,7 +157,7 @@ def enqueue_many(
             break
         now = clock.now()
         with db.write() as conn:
-            for part in _chunks(todo, chunk):
+            for part in chunks(todo, chunk):
                 corrs = [correlation_id or new_correlation_id() for _ in part]
                 for job_id, entity in hotpath.insert_jobs(conn, db.is_postgres, job_type, part,
                                                           corrs, payload, max_attempts, now):
@@ -183,11 +180,6 @@ def enqueue_many(
         if attempt == 4 and len(results) < len(unique):
             raise RuntimeError("enqueue could not settle against concurrent writers")
     return [results[e] for e in ids]
-
-
-def _chunks(seq: Sequence[str], size: int) -> Iterable[Sequence[str]]:
-    for i in range(0, len(seq), size):
-        yield seq[i : i + size]
 
 
 # --- the worker's side ------------------------------------------------------------------------
@@ -358,14 +350,6 @@ def is_drained(db: Database, job_types: Sequence[str] | None = None) -> bool:
         return not conn.execute(select(exists().where(*cond))).scalar()
 
 
-def next_due_at(db: Database, job_types: Sequence[str]) -> float | None:
-    with db.read() as conn:
-        return conn.execute(
-            select(func.min(jobs_t.c.next_run_at)).where(
-                jobs_t.c.status == PENDING, jobs_t.c.job_type.in_(job_types))
-        ).scalar()
-
-
 # --- worker heartbeats ------------------------------------------------------------------------
 
 def record_heartbeat(db: Database, info: WorkerInfo) -> None:
@@ -495,14 +479,6 @@ def get_job(db: Database, job_id: int) -> Job | None:
     return Job.from_row(row) if row else None
 
 
-def get_jobs(db: Database, job_ids: Sequence[int]) -> dict[int, Job]:
-    if not job_ids:
-        return {}
-    with db.read() as conn:
-        rows = conn.execute(select(jobs_t).where(jobs_t.c.id.in_(list(job_ids)))).all()
-    return {r.id: Job.from_row(r) for r in rows}
-
-
 def attempts_for(db: Database, job_id: int) -> list[Attempt]:
     with db.read() as conn:
         rows = conn.execute(
@@ -517,11 +493,3 @@ def replays_of(db: Database, job_id: int) -> list[int]:
         return list(conn.execute(
             select(jobs_t.c.id).where(jobs_t.c.replay_of_job_id == job_id).order_by(jobs_t.c.id)
         ).scalars())
-
-
-def attempts_in_flight(db: Database, worker_id: str) -> list[tuple[int, int]]:
-    with db.read() as conn:
-        return [(r.job_id, r.number) for r in conn.execute(
-            select(attempts_t.c.job_id, attempts_t.c.number).where(
-                attempts_t.c.worker_id == worker_id, attempts_t.c.outcome == OUTCOME_RUNNING))]
-
