@@ -28,9 +28,6 @@ class PacedMockUpstream(MockUpstream):
     def transport(self) -> httpx.MockTransport:
         async def handler(request: httpx.Request) -> httpx.Response:
             await asyncio.sleep(random.uniform(*self.latency))
-            headers = {k.lower(): v for k, v in request.headers.items()}
-            reply = self.handle(request.method, request.url.raw_path.decode(), headers,
-                                request.content)
-            return httpx.Response(reply.status, content=reply.body, headers=reply.headers)
+            return self.respond(request)
 
         return httpx.MockTransport(handler)

@@ -149,16 +149,16 @@ class MockUpstream:
 
     # --- transports -------------------------------------------------------------------------
 
+    def respond(self, request: httpx.Request) -> httpx.Response:
+        """Answer one httpx request in-process."""
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        reply = self.handle(request.method, request.url.raw_path.decode(), headers,
+                            request.content)
+        return httpx.Response(reply.status, content=reply.body, headers=reply.headers)
+
     def transport(self) -> httpx.MockTransport:
         """An httpx transport answering in-process (give clients a /crm or /billing base)."""
-
-        def handler(request: httpx.Request) -> httpx.Response:
-            headers = {k.lower(): v for k, v in request.headers.items()}
-            reply = self.handle(request.method, request.url.raw_path.decode(),
-                                headers, request.content)
-            return httpx.Response(reply.status, content=reply.body, headers=reply.headers)
-
-        return httpx.MockTransport(handler)
+        return httpx.MockTransport(self.respond)
 
     def serve(self, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
         """A real HTTP server on loopback (not started: call serve_forever or use a thread)."""
