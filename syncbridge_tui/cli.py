@@ -263,9 +263,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 def _control(fn: Callable[[], str]) -> int:
     try:
         print(fn())
-    except control.JobNotFound as exc:
-        raise CliError(str(exc)) from None
-    except control.ControlError as exc:
+    except control.ControlError as exc:  # JobNotFound included
         raise CliError(str(exc)) from None
     except queue.DuplicateJob as exc:
         raise CliError(str(exc), EXIT_DUPLICATE) from None
