@@ -329,32 +329,27 @@ def test_shutdown_releases_without_spending_budget(db: Database, settings: Setti
     assert worker.stats.released == 1
 
 
-def test_retryable_user_error_backs_off_then_dies(db: Database, settings: Settings) -> None:
+@pytest.mark.parametrize(
+    ("error", "status", "error_type", "outcomes"),
+    [(RetryableError("try later"), "dead", "RetryableError", ["retry", "retry", "dead"]),
+     (KeyError("missing"), "failed", "KeyError", ["failed"])],
+    ids=["retryable-backs-off-then-dies", "handler-bug-fails-job-not-worker"],
+)
+def test_user_handler_errors(db: Database, settings: Settings, error: Exception, status: str,
+                             error_type: str, outcomes: list[str]) -> None:
     reg = Registry()
 
-    @reg.job_type("flaky")
-    async def flaky(ctx: object) -> None:
-        raise RetryableError("try later")
+    @reg.job_type("mine")
+    async def mine(ctx: object) -> None:
+        raise error
 
-    job_id = queue.enqueue(db, "flaky", "e1", known_types=["flaky"], max_attempts=3).job_id
+    job_id = queue.enqueue(db, "mine", "e1", known_types=["mine"], max_attempts=3).job_id
     drain(db, settings, registry=reg)
     job = queue.get_job(db, job_id)
-    assert job and job.status == "dead" and job.dead_error_type == "RetryableError"
-    attempts = queue.attempts_for(db, job_id)
-    assert [a.outcome for a in attempts] == ["retry", "retry", "dead"]
-
-
-def test_handler_bug_fails_job_not_worker(db: Database, settings: Settings) -> None:
-    reg = Registry()
-
-    @reg.job_type("buggy")
-    async def buggy(ctx: object) -> None:
-        raise KeyError("missing")
-
-    job_id = queue.enqueue(db, "buggy", "e1", known_types=["buggy"], max_attempts=3).job_id
-    drain(db, settings, registry=reg)
-    job = queue.get_job(db, job_id)
-    assert job and job.status == "failed" and job.last_error_type == "KeyError"
+    assert job and job.status == status and job.last_error_type == error_type
+    if status == "dead":
+        assert job.dead_error_type == error_type
+    assert [a.outcome for a in queue.attempts_for(db, job_id)] == outcomes
 
 
 def test_correlation_id_reaches_both_upstreams(db: Database, settings: Settings) -> None:
