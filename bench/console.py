@@ -175,7 +175,7 @@ async def drive_console(url: str, concurrency: int) -> dict[str, Any]:
         out["first_frame_ms"] = (time.perf_counter() - t0) * 1000
         engine = app.engine
         w_start = time.perf_counter()
-        processed0 = engine.worker.stats.processed if engine else 0
+        processed0 = engine.processed if engine else 0
 
         refresh = []
         for _ in range(20):
@@ -207,7 +207,7 @@ async def drive_console(url: str, concurrency: int) -> dict[str, Any]:
         all_keys = [x for v in keys.values() for x in v]
         out["key_ms"] = (statistics.median(all_keys), percentile(all_keys, 0.95))
         elapsed = time.perf_counter() - w_start
-        processed = (engine.worker.stats.processed if engine else 0) - processed0
+        processed = (engine.processed if engine else 0) - processed0
         out["worker_jobs_per_s"] = processed / elapsed if elapsed else 0.0
         out["rss_mb"] = rss_mb()
         await pilot.press("q")

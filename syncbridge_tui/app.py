@@ -95,6 +95,7 @@ class SyncBridgeApp(App[int]):
         self.engine: EmbeddedWorker | None = None
         if options.embedded_worker and not options.read_only:
             self.engine = EmbeddedWorker(db, settings, concurrency=options.concurrency,
+                                         log_sink=self.log_buffer.extend,
                                          **options.worker_kwargs)
         self.frozen = False
         self.poll_count = 0
@@ -113,7 +114,7 @@ class SyncBridgeApp(App[int]):
         self._unsubscribe_log = sblog.add_sink(self.log_buffer)
         self.push_screen(MainScreen())
         if self.engine is not None:
-            self.run_worker(self.engine.run_blocking, thread=True, group="engine",
+            self.run_worker(self._run_engine, thread=True, group="engine",
                             name="embedded-worker", exit_on_error=False)
         if self.options.live:
             self.set_interval(self.options.refresh_seconds, self._tick, name="refresh")
@@ -138,10 +139,22 @@ class SyncBridgeApp(App[int]):
 
         self.in_thread(self.options.seed, seeded)
 
+    def _run_engine(self) -> None:
+        """Supervise the worker's child process until it exits (see engine.py)."""
+        assert self.engine is not None
+        self.engine.run_blocking()
+        if self.engine.error is not None and not self._quitting:
+            self._call_back(self._worker_ended, self.engine.error)
+
+    def _worker_ended(self, error: BaseException) -> None:
+        self.notify(clean(str(error), 300) or type(error).__name__,
+                    title="The embedded worker stopped", severity="error", timeout=15)
+        self.update_header()
+
     def on_unmount(self) -> None:
         # Whatever path ends the app, the worker is told to stop; run_app waits for it.
         if self.engine is not None:
-            self.engine.worker.request_stop()
+            self.engine.request_stop()
         if self._unsubscribe_log is not None:
             self._unsubscribe_log()
 
@@ -342,17 +355,17 @@ class SyncBridgeApp(App[int]):
         engine = self.engine
         if self._quitting:
             if engine is not None:
-                engine.worker.request_stop(force=True)
+                engine.request_stop(force=True)
             return
         self._quitting = True
         if engine is None or not engine.started or engine.done.is_set():
             if engine is not None:
-                engine.worker.request_stop()
+                engine.request_stop()
             self.exit(0)
             return
         self.notify("stopping the worker: finishing in-flight jobs (q again releases "
                     "them now)", title="Quitting", timeout=30)
-        engine.worker.request_stop()
+        engine.request_stop()
         limit = self.settings.shutdown_timeout_seconds + 10
 
         def wait() -> None:
