@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, select, update
 from sqlalchemy.exc import IntegrityError
 
-from core import clock
+from core import clock, hotpath
 from core.db import Database
 from core.models import (
     ACTIVE_STATUSES,
@@ -20,7 +20,6 @@ from core.models import (
     DEAD,
     FAILED,
     OUTCOME_CANCELED,
-    OUTCOME_RUNNING,
     PENDING,
     RUNNING,
     attempts_t,
@@ -106,7 +105,8 @@ def cancel(db: Database, job_id: int, *, actor: str | None = None) -> str:
     for _ in range(5):
         now = clock.now()
         with db.write() as conn:
-            row = conn.execute(select(jobs_t.c.status, jobs_t.c.lease_token)
+            row = conn.execute(select(jobs_t.c.status, jobs_t.c.lease_token,
+                                      jobs_t.c.lease_owner, jobs_t.c.lease_acquired_at)
                                .where(jobs_t.c.id == job_id)).first()
             if row is None:
                 raise JobNotFound(job_id)
@@ -123,14 +123,10 @@ def cancel(db: Database, job_id: int, *, actor: str | None = None) -> str:
             if res.rowcount != 1:
                 continue
             if row.status == RUNNING:
-                conn.execute(
-                    update(attempts_t)
-                    .where(attempts_t.c.job_id == job_id,
-                           attempts_t.c.number == row.lease_token,
-                           attempts_t.c.outcome == OUTCOME_RUNNING)
-                    .values(outcome=OUTCOME_CANCELED, finished_at=now, error_type="Canceled",
-                            error_message=f"canceled by {actor} while running")
-                )
+                hotpath.close_attempts(conn, db.is_postgres, [(
+                    job_id, row.lease_token, row.lease_owner or "unknown",
+                    row.lease_acquired_at or now, now, None, OUTCOME_CANCELED, "Canceled",
+                    f"canceled by {actor} while running", None)])
             _audit(conn, "cancel", job_id, actor, detail=f"was {row.status}")
             return str(row.status)
     raise ControlError(f"job {job_id} kept changing under the cancel; try again")

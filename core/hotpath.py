@@ -6,10 +6,10 @@ three statements a busy worker repeats thousands of times a second are written:
 - the SQL text is fixed whatever the batch size (PostgreSQL takes a batch as arrays through
   `unnest`, SQLite as `executemany` or one JSON parameter), so it is parsed and planned once
   per connection (psycopg prepares it; sqlite3 caches it) and SQLAlchemy compiles nothing;
-- a claim is one round trip on PostgreSQL (lease the jobs and open their attempts in one
-  statement);
-- a batch of completions is one statement on PostgreSQL, and on SQLite one read plus
-  `executemany` under the write lock `BEGIN IMMEDIATE` already holds.
+- a claim is one statement and writes only the job rows: the attempt in flight is the job's
+  lease (owner, token, acquired at), and its row is written once, when it ends;
+- a batch of completions (job updates and attempt rows) is one statement on PostgreSQL, and
+  on SQLite one read plus `executemany` under the write lock `BEGIN IMMEDIATE` already holds.
 
 Fencing is unchanged: every job write is conditional on `(id, lease_token,
 status='running')`, checked per job inside the statement; a completion whose condition
@@ -25,7 +25,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from core.db import chunks
-from core.models import OUTCOME_LEASE_LOST
+from core.models import OUTCOME_LEASE_EXPIRED, OUTCOME_LEASE_LOST
 from core.records import ClaimedJob, Completion
 
 # Job status written by each completion outcome.
@@ -63,9 +63,6 @@ WITH due AS (
     FROM due WHERE j.id = due.id
     RETURNING j.id, j.job_type, j.entity_id, j.payload, j.correlation_id, j.attempt_count,
               j.max_attempts, j.lease_token
-), opened AS (
-    INSERT INTO sync_job_attempts (job_id, number, worker_id, started_at, outcome)
-    SELECT id, lease_token, %(worker)s, %(now)s, 'running' FROM claimed
 )
 SELECT * FROM claimed
 """
@@ -93,14 +90,12 @@ RETURNING id, job_type, entity_id, payload, correlation_id, attempt_count, max_a
           lease_token
 """
 
-_SQLITE_OPEN_ATTEMPT = (
-    "INSERT INTO sync_job_attempts (job_id, number, worker_id, started_at, outcome) "
-    "VALUES (?, ?, ?, ?, 'running')"
-)
-
 
 def claim(conn: Connection, is_postgres: bool, worker_id: str, limit: int, now: float,
           lease_seconds: float, job_types: Sequence[str]) -> list[ClaimedJob]:
+    """Lease up to `limit` due jobs. No attempt row is written here: while the lease is held
+    the job row's lease columns (owner, token, acquired at) are the attempt in flight, and
+    the row is written once, when the attempt ends (see `close_attempts`)."""
     raw = _raw(conn)
     if is_postgres:
         # Pipelined: the plan settings and the claim travel in one round trip.
@@ -116,9 +111,6 @@ def claim(conn: Connection, is_postgres: bool, worker_id: str, limit: int, now: 
         rows = raw.execute(_SQLITE_CLAIM, (
             worker_id, now, now + lease_seconds, now, now, json.dumps(list(job_types)), limit,
         )).fetchall()
-        if rows:
-            raw.executemany(_SQLITE_OPEN_ATTEMPT,
-                            [(r[0], r[7], worker_id, now) for r in rows])
     jobs = [ClaimedJob(r[0], r[1], r[2], _loads(r[3]), r[4], r[5], r[6], r[7], now)
             for r in rows]
     jobs.sort(key=lambda j: j.id)
@@ -128,17 +120,18 @@ def claim(conn: Connection, is_postgres: bool, worker_id: str, limit: int, now: 
 # --- complete ---------------------------------------------------------------------------------
 #
 # One row per completion: (id, token, status, outcome, finished_at, duration_ms, http_status,
-# result_json, error_type, error_message, next_run_at). Which columns a completion writes
-# depends on its outcome (as the ORM-era per-job UPDATEs did): success sets the
-# result and finished_at; retry sets next_run_at and last_error*; dead sets finished_at,
-# last_error* and dead_error*; failed sets finished_at and last_error*.
+# result_json, error_type, error_message, next_run_at, worker_id, started_at). Which job
+# columns a completion writes depends on its outcome: success sets the result and
+# finished_at; retry sets next_run_at and last_error*; dead sets finished_at, last_error* and
+# dead_error*; failed sets finished_at and last_error*. The attempt row is inserted by the
+# same statement, for the jobs whose fence held.
 
 _PG_COMPLETE = """
 WITH v AS (
     SELECT * FROM unnest(%s::int[], %s::int[], %s::text[], %s::text[], %s::float8[],
                          %s::float8[], %s::int[], %s::text[], %s::text[], %s::text[],
-                         %s::float8[])
-        AS v(id, tok, status, outcome, fin, dur, http, res, err_t, err_m, nxt)
+                         %s::float8[], %s::text[], %s::float8[])
+        AS v(id, tok, status, outcome, fin, dur, http, res, err_t, err_m, nxt, wid, started)
 ), done AS (
     UPDATE sync_jobs AS j SET
         status = v.status,
@@ -155,11 +148,15 @@ WITH v AS (
     WHERE j.id = v.id AND j.lease_token = v.tok AND j.status = 'running'
     RETURNING j.id
 ), closed AS (
-    UPDATE sync_job_attempts AS a SET
-        outcome = v.outcome, finished_at = v.fin, duration_ms = v.dur, error_type = v.err_t,
-        error_message = v.err_m, http_status = v.http
+    INSERT INTO sync_job_attempts AS a (job_id, number, worker_id, started_at, finished_at,
+                                        duration_ms, outcome, error_type, error_message,
+                                        http_status)
+    SELECT v.id, v.tok, v.wid, v.started, v.fin, v.dur, v.outcome, v.err_t, v.err_m, v.http
     FROM v JOIN done ON done.id = v.id
-    WHERE a.job_id = v.id AND a.number = v.tok
+    ON CONFLICT (job_id, number) DO UPDATE SET
+        outcome = excluded.outcome, finished_at = excluded.finished_at,
+        duration_ms = excluded.duration_ms, error_type = excluded.error_type,
+        error_message = excluded.error_message, http_status = excluded.http_status
 )
 SELECT id FROM done
 """
@@ -180,21 +177,48 @@ UPDATE sync_jobs SET
 WHERE id = ?1 AND lease_token = ?11 AND status = 'running'
 """
 
-_SQLITE_CLOSE_ATTEMPT = """
-UPDATE sync_job_attempts SET outcome = ?3, finished_at = ?4, duration_ms = ?5,
-    http_status = ?6, error_type = ?8, error_message = ?9
-WHERE job_id = ?1 AND number = ?11
-"""
+# Attempt rows: one statement for every way an attempt ends. A conflict means a row for
+# this (job, number) already exists; `overwrite` says which outcomes may be replaced (a late
+# result turns `lease_expired` into `lease_lost`, but never rewrites `canceled`).
+_ATTEMPT_COLUMNS = ("job_id, number, worker_id, started_at, finished_at, duration_ms, "
+                    "outcome, error_type, error_message, http_status")
+_ATTEMPT_UPDATE = ("outcome = excluded.outcome, finished_at = excluded.finished_at, "
+                   "duration_ms = excluded.duration_ms, error_type = excluded.error_type, "
+                   "error_message = excluded.error_message, "
+                   "http_status = excluded.http_status")
 
-_LEASE_LOST = {
-    True: """UPDATE sync_job_attempts SET outcome = 'lease_lost', finished_at = %s,
-             duration_ms = %s, error_type = 'LeaseLost', error_message = %s, http_status = %s
-             WHERE job_id = %s AND number = %s AND outcome IN ('running', 'lease_expired')""",
-    False: """UPDATE sync_job_attempts SET outcome = 'lease_lost', finished_at = ?,
-              duration_ms = ?, error_type = 'LeaseLost', error_message = ?, http_status = ?
-              WHERE job_id = ? AND number = ? AND outcome IN ('running', 'lease_expired')""",
-}
-assert OUTCOME_LEASE_LOST == "lease_lost"
+
+def _upsert_attempt(is_postgres: bool, overwrite: Sequence[str] | None) -> str:
+    mark = "%s" if is_postgres else "?"
+    sql = (f"INSERT INTO sync_job_attempts AS a ({_ATTEMPT_COLUMNS}) "
+           f"VALUES ({', '.join([mark] * 10)}) "
+           f"ON CONFLICT (job_id, number) DO UPDATE SET {_ATTEMPT_UPDATE}")
+    if overwrite is not None:
+        sql += " WHERE a.outcome IN ({})".format(", ".join(f"'{o}'" for o in overwrite))
+    return sql
+
+
+# A fenced-out result: the attempt it belongs to was closed by someone else (lease recovery
+# wrote `lease_expired`; a cancel wrote `canceled`). Only `lease_expired` becomes
+# `lease_lost`; with no row at all, the lost attempt is recorded as such.
+_LEASE_LOST = {pg: _upsert_attempt(pg, (OUTCOME_LEASE_EXPIRED,)) for pg in (True, False)}
+_CLOSE = {pg: _upsert_attempt(pg, None) for pg in (True, False)}
+
+
+def close_attempts(conn: Connection, is_postgres: bool,
+                   rows: Sequence[tuple[Any, ...]], *, lease_lost: bool = False) -> None:
+    """Write the rows of attempts that ended outside a completion batch (lease lost or
+    expired, released, canceled). Each row: (job_id, number, worker_id, started_at,
+    finished_at, duration_ms, outcome, error_type, error_message, http_status)."""
+    if not rows:
+        return
+    sql = (_LEASE_LOST if lease_lost else _CLOSE)[is_postgres]
+    raw = _raw(conn)
+    if is_postgres:
+        with raw.cursor() as cur:
+            cur.executemany(sql, rows)
+    else:
+        raw.executemany(sql, rows)
 
 
 def complete(conn: Connection, is_postgres: bool,
@@ -204,12 +228,12 @@ def complete(conn: Connection, is_postgres: bool,
             raise ValueError(f"not a completion outcome: {c.outcome}")
     raw = _raw(conn)
     if is_postgres:
-        cols: list[list[Any]] = [[] for _ in range(11)]
+        cols: list[list[Any]] = [[] for _ in range(13)]
         for c in completions:
             row = (c.job_id, c.lease_token, _STATUS_FOR[c.outcome], c.outcome, c.finished_at,
                    c.duration_ms, c.http_status,
                    _dumps(c.result) if c.outcome == "success" else None,
-                   c.error_type, c.error_message, c.next_run_at)
+                   c.error_type, c.error_message, c.next_run_at, c.worker_id, c.started_at)
             for col, value in zip(cols, row, strict=True):
                 col.append(value)
         applied_ids = {r[0] for r in raw.execute(_PG_COMPLETE, cols).fetchall()}
@@ -222,30 +246,26 @@ def complete(conn: Connection, is_postgres: bool,
                 current[job_id] = (token, status)
         # We hold the write lock (BEGIN IMMEDIATE), so what we just read is what the
         # conditional UPDATE below will see; the condition stays in its WHERE regardless.
-        rows = [
-            (c.job_id, _STATUS_FOR[c.outcome], c.outcome, c.finished_at, c.duration_ms,
-             c.http_status, _dumps(c.result) if c.outcome == "success" else None,
-             c.error_type, c.error_message, c.next_run_at, c.lease_token)
-            for c in completions
-            if current.get(c.job_id) == (c.lease_token, "running")
-        ]
-        applied_ids = {r[0] for r in rows}
-        if rows:
-            cur = raw.executemany(_SQLITE_COMPLETE, rows)
-            if cur.rowcount != len(rows):  # pragma: no cover - a duplicate in the batch
+        held = [c for c in completions if current.get(c.job_id) == (c.lease_token, "running")]
+        applied_ids = {c.job_id for c in held}
+        if held:
+            cur = raw.executemany(_SQLITE_COMPLETE, [
+                (c.job_id, _STATUS_FOR[c.outcome], c.outcome, c.finished_at, c.duration_ms,
+                 c.http_status, _dumps(c.result) if c.outcome == "success" else None,
+                 c.error_type, c.error_message, c.next_run_at, c.lease_token)
+                for c in held])
+            if cur.rowcount != len(held):  # pragma: no cover - a duplicate in the batch
                 raise RuntimeError("completion batch changed under the write lock")
-            raw.executemany(_SQLITE_CLOSE_ATTEMPT, rows)
+            raw.executemany(_CLOSE[False], [
+                (c.job_id, c.lease_token, c.worker_id, c.started_at, c.finished_at,
+                 c.duration_ms, c.outcome, c.error_type, c.error_message, c.http_status)
+                for c in held])
     applied = [c.job_id in applied_ids for c in completions]
-    lost = [(c.finished_at, c.duration_ms,
-             f"late result ({c.outcome}) discarded: lease lost", c.http_status,
-             c.job_id, c.lease_token)
-            for c, ok in zip(completions, applied, strict=True) if not ok]
-    if lost:
-        if is_postgres:
-            with raw.cursor() as cur:
-                cur.executemany(_LEASE_LOST[True], lost)
-        else:
-            raw.executemany(_LEASE_LOST[False], lost)
+    close_attempts(conn, is_postgres, [
+        (c.job_id, c.lease_token, c.worker_id, c.started_at, c.finished_at, c.duration_ms,
+         OUTCOME_LEASE_LOST, "LeaseLost", f"late result ({c.outcome}) discarded: lease lost",
+         c.http_status)
+        for c, ok in zip(completions, applied, strict=True) if not ok], lease_lost=True)
     return applied
 
 

@@ -98,14 +98,8 @@ class SyncJob(Base):
             sqlite_where=text("status = 'pending'"),
             postgresql_where=text("status = 'pending'"),
         ),
-        # Lease recovery: running jobs by expiry.
-        Index(
-            "ix_sync_jobs_lease",
-            "lease_expires_at",
-            sqlite_where=text("status = 'running'"),
-            postgresql_where=text("status = 'running'"),
-        ),
-        # The console: newest first, filtered by status / type.
+        # The console: newest first, filtered by status / type; lease recovery (running
+        # jobs are few: at most the workers' total concurrency).
         Index("ix_sync_jobs_status_id", "status", "id"),
         Index("ix_sync_jobs_type_id", "job_type", "id"),
         Index("ix_sync_jobs_entity", "entity_id"),
@@ -121,6 +115,10 @@ class SyncJob(Base):
 
 
 class SyncJobAttempt(Base):
+    """One ended attempt. The attempt in flight has no row: while a job is running, its
+    lease columns (owner, token, acquired at) are that attempt, and the row is inserted
+    once when it ends (one write per attempt on the hot path instead of two)."""
+
     __tablename__ = "sync_job_attempts"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)

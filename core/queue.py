@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
-    Connection,
     and_,
     delete,
     exists,
@@ -192,11 +191,12 @@ def claim(
     lease_seconds: float,
     job_types: Sequence[str],
 ) -> list[ClaimedJob]:
-    """Lease up to `limit` due jobs and open an attempt for each, in one transaction."""
+    """Lease up to `limit` due jobs in one transaction. Each lease is an attempt in flight;
+    its row in the attempt history is written when it ends."""
     if limit <= 0 or not job_types:
         return []
     now = clock.now()
-    # One round trip on PostgreSQL (lease + open attempts); fixed, prepared SQL text.
+    # One statement, one round trip on PostgreSQL; fixed, prepared SQL text.
     with db.write() as conn:
         return hotpath.claim(conn, db.is_postgres, worker_id, limit, now, lease_seconds,
                              job_types)
@@ -236,27 +236,19 @@ def complete(db: Database, completions: Sequence[Completion]) -> list[bool]:
         return hotpath.complete(conn, db.is_postgres, completions)
 
 
-def _mark_lease_lost(conn: Connection, job_id: int, token: int, now: float, message: str,
-                     duration_ms: float | None = None, http_status: int | None = None) -> None:
-    attempt = attempts_t.c
-    conn.execute(
-        update(attempts_t)
-        .where(attempt.job_id == job_id, attempt.number == token,
-               attempt.outcome.in_((OUTCOME_RUNNING, OUTCOME_LEASE_EXPIRED)))
-        .values(outcome=OUTCOME_LEASE_LOST, finished_at=now, duration_ms=duration_ms,
-                error_type="LeaseLost", error_message=message, http_status=http_status)
-    )
-
-
-def abandon(db: Database, lost: Mapping[int, int], message: str) -> None:
-    """Record attempts whose lease this worker found lost (it stops them and writes nothing
-    else)."""
+def abandon(db: Database, worker_id: str, lost: Mapping[int, tuple[int, float]],
+            message: str) -> None:
+    """Record attempts whose lease this worker found lost: {job_id: (token, started_at)}.
+    It stops them and writes nothing else; an attempt someone else closed as `canceled`
+    stays so, one recovery closed as `lease_expired` becomes `lease_lost`."""
     if not lost:
         return
     now = clock.now()
     with db.write() as conn:
-        for job_id, token in lost.items():
-            _mark_lease_lost(conn, job_id, token, now, message)
+        hotpath.close_attempts(conn, db.is_postgres, [
+            (job_id, token, worker_id, started, now, None, OUTCOME_LEASE_LOST, "LeaseLost",
+             message, None)
+            for job_id, (token, started) in lost.items()], lease_lost=True)
 
 
 def release(db: Database, worker_id: str, held: Mapping[int, int]) -> int:
@@ -264,30 +256,26 @@ def release(db: Database, worker_id: str, held: Mapping[int, int]) -> int:
     if not held:
         return 0
     now = clock.now()
-    released = 0
+    closed: list[tuple[Any, ...]] = []
     with db.write() as conn:
         for job_id, token in held.items():
-            res = conn.execute(
+            started = conn.execute(
                 update(jobs_t)
                 .where(jobs_t.c.id == job_id, jobs_t.c.lease_token == token,
                        jobs_t.c.status == RUNNING, jobs_t.c.lease_owner == worker_id)
                 .values(status=PENDING, attempt_count=jobs_t.c.attempt_count - 1,
                         lease_owner=None, lease_expires_at=None, next_run_at=now,
                         updated_at=now)
-            )
-            if res.rowcount == 1:
-                released += 1
-                conn.execute(
-                    update(attempts_t)
-                    .where(attempts_t.c.job_id == job_id, attempts_t.c.number == token,
-                           attempts_t.c.outcome == OUTCOME_RUNNING)
-                    .values(outcome=OUTCOME_RELEASED, finished_at=now,
-                            error_type="Released",
-                            error_message="worker shut down before finishing; not counted")
-                )
-        if released:
+                .returning(jobs_t.c.lease_acquired_at)
+            ).scalar()
+            if started is not None:
+                closed.append((job_id, token, worker_id, started, now, None, OUTCOME_RELEASED,
+                               "Released", "worker shut down before finishing; not counted",
+                               None))
+        hotpath.close_attempts(conn, db.is_postgres, closed)
+        if closed:
             db.notify(conn)
-    return released
+    return len(closed)
 
 
 def recover_expired(
@@ -299,18 +287,22 @@ def recover_expired(
     job that kills its worker every time ends `dead` instead of looping forever.
     """
     now = clock.now()
+    # Running jobs are few (at most the workers' total concurrency), so the (status, id)
+    # index finds them; a lease-expiry index would cost a write on every claim and turn
+    # every lease renewal into a non-HOT update on PostgreSQL.
     candidates = (
         select(jobs_t.c.id, jobs_t.c.lease_token, jobs_t.c.attempt_count,
-               jobs_t.c.max_attempts, jobs_t.c.lease_owner)
+               jobs_t.c.max_attempts, jobs_t.c.lease_owner, jobs_t.c.lease_acquired_at)
         .where(jobs_t.c.status == RUNNING, jobs_t.c.lease_expires_at < now)
-        .order_by(jobs_t.c.lease_expires_at)
+        .order_by(jobs_t.c.id)
         .limit(limit)
     )
     if db.is_postgres:
         candidates = candidates.with_for_update(skip_locked=True)
     recovered: list[tuple[int, str]] = []
+    closed: list[tuple[Any, ...]] = []
     with db.write() as conn:
-        for job_id, token, count, max_attempts, owner in conn.execute(candidates).all():
+        for job_id, token, count, max_attempts, owner, started in conn.execute(candidates):
             message = f"lease expired: worker {owner} stopped renewing it"
             if count >= max_attempts:
                 values: dict[str, Any] = dict(
@@ -328,14 +320,10 @@ def recover_expired(
             )
             if res.rowcount != 1:
                 continue
-            conn.execute(
-                update(attempts_t)
-                .where(attempts_t.c.job_id == job_id, attempts_t.c.number == token,
-                       attempts_t.c.outcome == OUTCOME_RUNNING)
-                .values(outcome=OUTCOME_LEASE_EXPIRED, finished_at=now,
-                        error_type="LeaseExpired", error_message=message)
-            )
+            closed.append((job_id, token, owner or "unknown", started or now, now, None,
+                           OUTCOME_LEASE_EXPIRED, "LeaseExpired", message, None))
             recovered.append((job_id, values["status"]))
+        hotpath.close_attempts(conn, db.is_postgres, closed)
         if any(status == PENDING for _, status in recovered):
             db.notify(conn)
     return recovered
@@ -480,12 +468,28 @@ def get_job(db: Database, job_id: int) -> Job | None:
 
 
 def attempts_for(db: Database, job_id: int) -> list[Attempt]:
+    """The job's attempts in order, the one in flight included (its row is written when it
+    ends; until then the job's lease is the attempt, shown with id 0 and outcome
+    `running`)."""
+    j = jobs_t.c
     with db.read() as conn:
+        # The lease first: if the attempt ends between the two reads, its row is there.
+        lease = conn.execute(
+            select(j.lease_token, j.lease_owner, j.lease_acquired_at)
+            .where(j.id == job_id, j.status == RUNNING)
+        ).first()
         rows = conn.execute(
             select(attempts_t).where(attempts_t.c.job_id == job_id)
             .order_by(attempts_t.c.number)
         ).all()
-    return [Attempt.from_row(r) for r in rows]
+    attempts = [Attempt.from_row(r) for r in rows]
+    if lease is not None and all(a.number != lease.lease_token for a in attempts):
+        attempts.append(Attempt(
+            id=0, job_id=job_id, number=lease.lease_token,
+            worker_id=lease.lease_owner or "unknown",
+            started_at=lease.lease_acquired_at or 0.0, finished_at=None, duration_ms=None,
+            outcome=OUTCOME_RUNNING, error_type=None, error_message=None, http_status=None))
+    return attempts
 
 
 def replays_of(db: Database, job_id: int) -> list[int]:

@@ -83,6 +83,7 @@ class Worker:
         self._force = False
         self._heartbeat_ok = False
         self._held: dict[int, int] = {}  # job id -> lease token, until its result is written
+        self._claimed_at: dict[int, float] = {}  # job id -> when its attempt started
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._completing: set[int] = set()
         self._pending: list[Completion] = []
@@ -227,6 +228,7 @@ class Worker:
                 continue
             for job in jobs:
                 self._held[job.id] = job.lease_token
+                self._claimed_at[job.id] = job.claimed_at
                 self._tasks[job.id] = asyncio.create_task(self._run_one(job))
             if len(jobs) < free:
                 if until_empty and not self._tasks and not self._held:
@@ -286,6 +288,7 @@ class Worker:
                 self._completing.discard(c.job_id)
                 if self._held.get(c.job_id) == c.lease_token:
                     del self._held[c.job_id]
+                    self._claimed_at.pop(c.job_id, None)
                 self._account(c, ok)
                 if ok and c.outcome == OUTCOME_RETRY and c.next_run_at is not None:
                     due_now = due_now or c.next_run_at <= c.finished_at
@@ -361,8 +364,9 @@ class Worker:
             self.stats.lost += 1
             self.log.warning("lease.lost", job_id=job_id, attempt=lost[job_id],
                              note="job canceled or lease taken over; attempt stopped")
+        stopped = {j: (t, self._claimed_at.pop(j, clock.now())) for j, t in lost.items()}
         try:
-            await self._db(queue.abandon, self.db, lost,
+            await self._db(queue.abandon, self.db, self.id, stopped,
                            "lease lost (canceled, or expired and recovered); attempt stopped")
         except _DB_ERRORS as exc:
             self.log.warning("lease.abandon_failed", error=_one_line(exc))
@@ -379,6 +383,7 @@ class Worker:
         if task is not None:
             task.cancel()
             self._held.pop(job_id, None)
+            self._claimed_at.pop(job_id, None)
 
     async def _shutdown(self, background: list[asyncio.Task[None]]) -> None:
         self._state = "stopping"

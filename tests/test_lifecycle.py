@@ -6,6 +6,7 @@ import asyncio
 import itertools
 
 import pytest
+from sqlalchemy import func, select
 
 from core import clock, control, queue
 from core.config import Settings
@@ -13,6 +14,7 @@ from core.db import Database
 from core.handlers import Registry, registry
 from core.integrations.errors import RetryableError
 from core.integrations.mock import SCENARIOS, MockUpstream
+from core.models import attempts_t
 from core.records import Completion
 from core.worker import Worker
 
@@ -122,6 +124,10 @@ def test_claim_leases_fences_and_opens_attempt(db: Database, settings: Settings)
     assert job.lease_expires_at and job.lease_expires_at > clock.now() + 29
     attempts = queue.attempts_for(db, job_id)
     assert [(a.number, a.outcome, a.worker_id) for a in attempts] == [(1, "running", "w1")]
+    # The attempt in flight is the lease; its row is written once, when it ends.
+    assert attempts[0].started_at == claimed[0].claimed_at and attempts[0].id == 0
+    with db.read() as conn:
+        assert conn.execute(select(func.count()).select_from(attempts_t)).scalar() == 0
 
 
 def test_claim_respects_batch_size_and_due_time(db: Database, settings: Settings) -> None:
@@ -137,9 +143,10 @@ def test_claim_respects_batch_size_and_due_time(db: Database, settings: Settings
     assert queue.claim(db, "w", 3, lease_seconds=30, job_types=TYPES) == []
 
 
-def _completion(job: queue.ClaimedJob | object, outcome: str, **kw: object) -> Completion:
+def _completion(job: queue.ClaimedJob | object, outcome: str, worker_id: str = "w1",
+                **kw: object) -> Completion:
     now = clock.now()
-    return Completion(job_id=job.id, lease_token=job.lease_token, worker_id="w1",  # type: ignore[attr-defined]
+    return Completion(job_id=job.id, lease_token=job.lease_token, worker_id=worker_id,  # type: ignore[attr-defined]
                       outcome=outcome, started_at=now, finished_at=now, duration_ms=1.0,
                       **kw)  # type: ignore[arg-type]
 
@@ -155,7 +162,7 @@ def test_stale_completion_is_fenced_out(db: Database, settings: Settings) -> Non
     assert queue.complete(db, [_completion(stale, "success", result={"x": 1})]) == [False]
     job = queue.get_job(db, job_id)
     assert job and job.status == "running" and job.lease_owner == "w2" and job.result is None
-    assert queue.complete(db, [_completion(fresh, "success", result={"x": 2})]) == [True]
+    assert queue.complete(db, [_completion(fresh, "success", "w2", result={"x": 2})]) == [True]
     job = queue.get_job(db, job_id)
     assert job and job.status == "success" and job.result == {"x": 2}
     outcomes = [(a.number, a.worker_id, a.outcome) for a in queue.attempts_for(db, job_id)]

@@ -311,6 +311,19 @@ def stuck_jobs(db: Database) -> list[int]:
             jobs_t.c.status.in_(ACTIVE_STATUSES))).scalars())
 
 
+def missing_attempts(jobs: dict[int, Any], attempts: dict[int, list[Any]]
+                     ) -> list[tuple[int, int]]:
+    """(job, number) of claims whose attempt row was never written. Every claim takes the
+    next lease token, which is its attempt's number, and its row is written when it ends:
+    so a job has rows 1..lease_token, except the one in flight while it is running."""
+    bad = []
+    for job_id, job in jobs.items():
+        last = job.lease_token - (1 if job.status == "running" else 0)
+        have = {a.number for a in attempts.get(job_id, [])}
+        bad += [(job_id, n) for n in range(1, last + 1) if n not in have]
+    return bad
+
+
 def budget_violations(jobs: dict[int, Any], attempts: dict[int, list[Any]]) -> list[int]:
     """Jobs whose attempt_count is not the number of attempts that spent budget (all but
     released ones) - for jobs never retried by an operator."""

@@ -22,7 +22,7 @@ from sqlalchemy import select, update
 from core import queue
 from core.handlers import Registry
 from core.integrations.mock import MockUpstream
-from core.models import attempts_t, jobs_t
+from core.models import jobs_t
 from core.worker import Worker
 from tests.helpers import async_wait_for, wait_for
 from tests.reliability import _support as s
@@ -32,10 +32,10 @@ pytestmark = pytest.mark.slow
 
 
 def _running(db, worker_id: str) -> list[int]:
+    """Jobs this worker has in flight: its leases."""
     with db.read() as conn:
-        return list(conn.execute(select(attempts_t.c.job_id).where(
-            attempts_t.c.worker_id == worker_id,
-            attempts_t.c.outcome == "running")).scalars())
+        return list(conn.execute(select(jobs_t.c.id).where(
+            jobs_t.c.lease_owner == worker_id, jobs_t.c.status == "running")).scalars())
 
 
 @pytest.fixture

@@ -80,6 +80,7 @@ def test_many_workers_many_jobs(db_url, transition_log, upstream, procs, record)
     assert s.stuck_jobs(db) == []
     assert len(workers_used) == n_workers, "every worker process took part"
     assert s.overlapping_attempts(attempts) == []
+    assert s.missing_attempts(jobs, attempts) == []
     assert incidents == Counter(), f"lease incidents in a fault-free run: {incidents}"
     assert multi_success == []
     # The upstream's own count: one Billing write per success job, none for the others.

@@ -14,7 +14,7 @@ from collections import Counter
 import pytest
 from sqlalchemy import select
 
-from core.models import attempts_t
+from core.models import jobs_t
 from tests.helpers import wait_for
 from tests.reliability import _support as s
 from tests.reliability.conftest import backend
@@ -26,10 +26,11 @@ LEASE = 1.5
 
 
 def _running_attempts(db, worker_id: str) -> list[tuple[int, int]]:
+    """(job, attempt number) of the attempts this worker has in flight: its leases."""
     with db.read() as conn:
         return [tuple(r) for r in conn.execute(
-            select(attempts_t.c.job_id, attempts_t.c.number).where(
-                attempts_t.c.worker_id == worker_id, attempts_t.c.outcome == "running"))]
+            select(jobs_t.c.id, jobs_t.c.lease_token).where(
+                jobs_t.c.lease_owner == worker_id, jobs_t.c.status == "running"))]
 
 
 def test_worker_sigkilled_mid_attempt_repeatedly(db_url, transition_log, upstream, procs,
