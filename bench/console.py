@@ -65,14 +65,15 @@ _STATUS = ("(CASE WHEN i > {done} THEN 'pending' WHEN i % 100 < 2 THEN 'failed' 
            "WHEN i % 100 = 2 THEN 'dead' WHEN i % 100 = 3 THEN 'canceled' "
            "WHEN i % 1000 = 4 THEN 'running' ELSE 'success' END)")
 
+# One row per ended attempt. A running job's attempt in flight has no row (its lease
+# columns describe it; the row is written when it ends), so running jobs get none.
 _SEED_ATTEMPTS = """
 INSERT INTO sync_job_attempts (job_id, number, worker_id, started_at, finished_at,
     duration_ms, outcome, error_type, error_message, http_status)
 SELECT j.id, n.k, 'bench-seed:0:000000', j.created_at + n.k * 0.1,
-    CASE WHEN j.status = 'running' THEN NULL ELSE j.created_at + n.k * 0.1 + 0.05 END,
-    CASE WHEN j.status = 'running' THEN NULL ELSE 50.0 + (j.id % 100) END,
-    CASE WHEN j.status = 'running' THEN 'running'
-         WHEN j.status IN ('success', 'failed') THEN j.status
+    j.created_at + n.k * 0.1 + 0.05,
+    50.0 + (j.id % 100),
+    CASE WHEN j.status IN ('success', 'failed') THEN j.status
          WHEN j.status = 'dead' AND n.k < 4 THEN 'retry'
          WHEN j.status = 'dead' THEN 'dead'
          ELSE 'canceled' END,
@@ -80,7 +81,7 @@ SELECT j.id, n.k, 'bench-seed:0:000000', j.created_at + n.k * 0.1,
     CASE WHEN j.status IN ('failed', 'dead') THEN 'CRM answered 503: unavailable' END,
     CASE WHEN j.status IN ('failed', 'dead') THEN 503 ELSE 200 END
 FROM sync_jobs j JOIN {nums} ON n.k <= j.attempt_count
-WHERE j.status <> 'pending'
+WHERE j.status NOT IN ('pending', 'running')
 """
 
 
