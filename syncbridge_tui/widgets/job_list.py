@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
-from textual import on
+from textual import events, on
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.timer import Timer
@@ -95,6 +95,8 @@ class JobList(Vertical):
         self._explicit = True
         self._want_row: int | None = None  # after g / G: row 0 / the last row (-1)
         self._search_timer: Timer | None = None
+        # Between `/` and the search box having focus: the keys typed meanwhile, in order.
+        self._typeahead: list[events.Key | events.Paste] | None = None
         self.loaded = False
 
     @property
@@ -319,6 +321,44 @@ class JobList(Vertical):
             event.input.disabled = True
         self.focus_table()
 
+    # --- type-ahead into the search box ----------------------------------------------------------
+    #
+    # Widget.focus() only takes effect once the app has handled what is already in its queue,
+    # so keys that arrive with `/` (tmux send-keys, a paste, a fast typist) are forwarded to
+    # the table and would reach the list's bindings: `c` would open the cancel confirmation.
+    # Every key reaches the table, then this list, in the order typed, and only then the
+    # bindings (the app checks them last): `/` is acted on here, and the keys behind it are
+    # held until the search box has focus, then typed again, in order, as if they came later.
+
+    def on_key(self, event: events.Key) -> None:
+        if self._typeahead is not None:
+            self._typeahead.append(events.Key(event.key, event.character))
+        elif self._is_search_key(event.key):
+            self.action_start_search()
+        else:
+            return
+        event.stop()
+        event.prevent_default()
+
+    def on_paste(self, event: events.Paste) -> None:
+        if self._typeahead is not None:
+            self._typeahead.append(events.Paste(event.text))
+            event.stop()
+
+    def _is_search_key(self, key: str) -> bool:
+        """Would this key run this list's search binding (the keymap applied)?"""
+        active = self.screen.active_bindings.get(key)
+        return (active is not None and active.node is self
+                and active.binding.id == "search" and active.enabled)
+
+    def _replay_typeahead(self) -> None:
+        held, self._typeahead = self._typeahead or [], None
+        for event in held:
+            # From the app, as the terminal's keys are: an event whose sender is this list
+            # would stop bubbling here, before the bindings (enter, esc) see it.
+            event.set_sender(self.app)
+            self.app.post_message(event)
+
     # --- actions ---------------------------------------------------------------------------------
 
     def current_job(self) -> Job | None:
@@ -329,7 +369,17 @@ class JobList(Vertical):
         search = self.query_one("#search", Input)
         search.display = True
         search.disabled = False
-        search.focus()
+        if search.has_focus or self._typeahead is not None:
+            return
+        self._typeahead = []
+        search.focus()  # lands when the app gets to it
+
+        def after_focus() -> None:
+            # The keys forwarded to the table before the focus moved are in its queue;
+            # they reach this list before this marker does, and are all held by then.
+            self.table.call_later(self.call_later, self._replay_typeahead)
+
+        self.app.call_later(after_focus)
 
     def action_clear(self) -> None:
         search = self.query_one("#search", Input)
