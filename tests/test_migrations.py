@@ -10,7 +10,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from alembic import command
-from sqlalchemy import func, select, text
+from sqlalchemy import func, inspect, select, text
 
 from core import clock, queue
 from core.db import Database
@@ -88,3 +88,21 @@ def test_downgrade_to_0002_restores_open_attempt_rows(empty_db: Database) -> Non
         rows = conn.execute(select(attempts_t.c.job_id, attempts_t.c.number,
                                    attempts_t.c.worker_id, attempts_t.c.outcome)).all()
     assert [tuple(r) for r in rows] == [(claimed.id, 1, "w1", "running")]
+
+
+def test_head_schema_has_no_attempt_fk_and_byte_order_keys(empty_db: Database) -> None:
+    db = empty_db
+    _migrate(db, "upgrade", "head")
+    insp = inspect(db.engine)
+    assert insp.get_foreign_keys("sync_job_attempts") == []
+    assert "ix_sync_jobs_lease" not in {i["name"] for i in insp.get_indexes("sync_jobs")}
+    if db.is_postgres:
+        collations = {c["name"]: getattr(c["type"], "collation", None)
+                      for c in insp.get_columns("sync_jobs")}
+        assert {k: collations[k] for k in ("job_type", "entity_id", "status",
+                                           "correlation_id")} == dict.fromkeys(
+            ("job_type", "entity_id", "status", "correlation_id"), "C")
+    # And back: 0002 had the foreign key.
+    _migrate(db, "downgrade", "0002")
+    assert [fk["referred_table"] for fk in inspect(db.engine).get_foreign_keys(
+        "sync_job_attempts")] == ["sync_jobs"]
