@@ -58,10 +58,12 @@ def test_worker_sigkilled_mid_attempt_repeatedly(db_url, transition_log, upstrea
             return sum(1 for j, n in running if j in slow and n == round_no) == len(slow)
 
         wait_for(mid_attempt, timeout=30, message=f"victim{round_no} mid-attempt")
-        in_flight = _running_attempts(db, wid)
         w.signal(9)
         assert w.wait(10) == -9
-        killed[wid] = in_flight
+        # Read after the kill: a completion written between a read and the signal would
+        # otherwise count as killed. No other worker runs yet, so the dead one's leases are
+        # exactly the attempts it had in flight.
+        killed[wid] = _running_attempts(db, wid)
 
     final = s.start_worker(procs, "survivor", db_url, upstream, spec=spec, until_empty=True,
                            max_seconds=90)
