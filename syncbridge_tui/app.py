@@ -102,6 +102,7 @@ class SyncBridgeApp(App[int]):
         self._polling = False
         self._poll_again = False
         self._quitting = False
+        self._engine_launched = False
         self._last_jobs_per_second = 0.0
         self._last_error: str | None = None
         self._unsubscribe_log: Callable[[], None] | None = None
@@ -113,9 +114,6 @@ class SyncBridgeApp(App[int]):
             self.set_keymap(self.keymap_overrides)
         self._unsubscribe_log = sblog.add_sink(self.log_buffer)
         self.push_screen(MainScreen())
-        if self.engine is not None:
-            self.run_worker(self._run_engine, thread=True, group="engine",
-                            name="embedded-worker", exit_on_error=False)
         if self.options.live:
             self.set_interval(self.options.refresh_seconds, self._tick, name="refresh")
             self.set_interval(0.5, self.drain_log, name="log")
@@ -231,6 +229,12 @@ class SyncBridgeApp(App[int]):
     def _poll_done(self, target: Any, result: PollResult) -> None:
         self._polling = False
         self.poll_count += 1
+        if self.engine is not None and not self._engine_launched and not self._quitting:
+            self._engine_launched = True
+            # After the first frame's data: the child's start-up (a new interpreter importing
+            # core) would otherwise compete with it for the machine.
+            self.run_worker(self._run_engine, thread=True, group="engine",
+                            name="embedded-worker", exit_on_error=False)
         self._last_error = result.error
         if result.jobs_per_second is not None:
             self._last_jobs_per_second = result.jobs_per_second

@@ -24,6 +24,11 @@ _FIRST = ("job_id", "attempt", "job_type", "entity_id", "outcome", "error_type",
           "http_status", "duration_ms")
 _LAST = ("error",)  # the long, untrusted part goes at the end
 _SKIP = {"event", "level", "timestamp", "worker_id", "correlation_id"}
+# A worker at full speed logs thousands of lines a second; nobody reads them at that rate,
+# and wrapping and styling them all would take the UI's time. Each feed writes the newest
+# FEED_MAX and says how many it passed over (the log file has every line).
+FEED_MAX = 300
+SHOWN_MAX = 1000
 LEVEL_STYLES = {"WARN": "yellow", "ERRO": "bold red", "DEBU": "dim"}
 
 
@@ -85,7 +90,7 @@ class LogPane(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Static(id="log-title", classes="pane-title")
-        yield LogView(id="log", highlight=False, markup=False, wrap=True, max_lines=5000)
+        yield LogView(id="log", highlight=False, markup=False, wrap=True, max_lines=SHOWN_MAX)
 
     def on_mount(self) -> None:
         self._title()
@@ -125,10 +130,19 @@ class LogPane(Vertical):
         log = self.query_one(RichLog)
         # Wrap at the pane's width: RichLog would measure against the console's size.
         width = log.scrollable_content_region.width or None
+        wanted = []
         for line in lines:
             self._last_seq = max(self._last_seq, line.seq)
             if self.correlation_id and line.correlation_id != self.correlation_id:
                 continue
+            wanted.append(line)
+        if len(wanted) > FEED_MAX:
+            skipped = len(wanted) - FEED_MAX
+            wanted = wanted[-FEED_MAX:]
+            log.write(Text(f"… {skipped:,} more lines arrived faster than anyone reads; the "
+                           f"newest {FEED_MAX} follow (SYNCBRIDGE_LOG_FILE has every line)",
+                           style="dim italic"), width=width)
+        for line in wanted:
             log.write(styled_line(line.event), width=width)
             self.lines_shown += 1
 
