@@ -217,7 +217,7 @@ class FrameClock:
         return (self.shown_at - self.key_at) * 1000
 
 
-async def drive_console(url: str, concurrency: int) -> dict[str, Any]:
+async def drive_console(url: str, concurrency: int, worker: bool = True) -> dict[str, Any]:
     import os
 
     from bench import jobs as bench_jobs
@@ -231,6 +231,7 @@ async def drive_console(url: str, concurrency: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     t0 = time.perf_counter()
     app = create_app(settings, ConsoleOptions(keymap={}, concurrency=concurrency,
+                                              embedded_worker=worker,
                                               worker_kwargs={"registry": registry}))
     async with app.run_test(size=(140, 40)) as pilot:
         clock = FrameClock(app)
@@ -248,15 +249,14 @@ async def drive_console(url: str, concurrency: int) -> dict[str, Any]:
             await pilot.pause(0.001)  # the frame with the rows, written
         out["first_frame_ms"] = (time.perf_counter() - t0) * 1000
         engine = app.engine
-        assert engine is not None
-        while engine.state != "running":  # the child is up and claiming
+        while engine is not None and engine.state != "running":  # the child is claiming
             if time.perf_counter() - t0 > 60 or engine.done.is_set():
                 raise RuntimeError(f"the embedded worker did not start: {engine.error}")
             await pilot.pause(0.01)
         out["worker_ready_ms"] = (time.perf_counter() - t0) * 1000
         await pilot.pause(1.0)  # the worker at full speed before anything is measured
         w_start = time.perf_counter()
-        processed0 = engine.processed
+        processed0 = engine.processed if engine else 0
 
         refresh = []
         for _ in range(20):
@@ -307,17 +307,19 @@ async def drive_console(url: str, concurrency: int) -> dict[str, Any]:
         pilot_every = [x for v in pilot_keys.values() for x in v]
         out["pilot_key_ms"] = (statistics.median(pilot_every), percentile(pilot_every, 0.95))
         elapsed = time.perf_counter() - w_start
-        out["worker_jobs_per_s"] = (engine.processed - processed0) / elapsed if elapsed else 0.0
+        processed = (engine.processed if engine else 0) - processed0
+        out["worker_jobs_per_s"] = processed / elapsed if elapsed else 0.0
         from core import queue
 
         # Still due when the measurements ended: > 0 means the worker drained throughout.
         out["due_left"] = queue.count_jobs(app.db, queue.JobFilter(statuses=("pending",)))
         out["rss_mb"] = proc_rss_mb()
-        out["child_rss_mb"] = proc_rss_mb(engine.pid) if engine.pid else (0.0, 0.0)
-        others = [p for p in child_pids(os.getpid()) if p != engine.pid]
+        pid = engine.pid if engine else None
+        out["child_rss_mb"] = proc_rss_mb(pid) if pid else (0.0, 0.0)
+        others = [p for p in child_pids(os.getpid()) if p != pid]
         out["helper_rss_mb"] = sum(proc_rss_mb(p)[0] for p in others)
         await pilot.press("q")
-        while not engine.done.is_set():
+        while engine is not None and not engine.done.is_set():
             await pilot.pause(0.05)
     app.db.dispose()
     return out
@@ -380,10 +382,12 @@ def run(backend: str, rows: int, pending: int, concurrency: int, tmp: Path,
                 result["console"] = f"syncbridge_tui.app not importable: {exc}"
             else:
                 result["console"] = drive_in_child(url, concurrency)
+                # The same console and keys with no worker: what the UI costs by itself.
+                result["console_alone"] = drive_in_child(url, concurrency, worker=False)
         return result
 
 
-def drive_in_child(url: str, concurrency: int) -> dict[str, Any]:
+def drive_in_child(url: str, concurrency: int, worker: bool = True) -> dict[str, Any]:
     """The console runs in a process of its own, as it would for a user: the seed and the
     core reads above leave memory behind in this one, which its RSS must not include."""
     import json
@@ -391,7 +395,7 @@ def drive_in_child(url: str, concurrency: int) -> dict[str, Any]:
 
     proc = subprocess.run(
         [sys.executable, "-m", "bench.console", "--drive", url,
-         "--concurrency", str(concurrency)],
+         "--concurrency", str(concurrency), *([] if worker else ["--no-worker"])],
         stdout=subprocess.PIPE, text=True, check=False, timeout=600)
     if proc.returncode != 0:
         return {"error": f"the console run failed (exit {proc.returncode})"}
@@ -426,6 +430,19 @@ def render(results: dict[str, dict[str, Any]], rows: int, pending: int) -> str:
             [f"{x['pilot_key_ms'][0]:.1f} / {x['pilot_key_ms'][1]:.1f}" for x in consoles])
         row("  the same on a bare Textual DataTable: the pilot's own cost (ms)",
             [f"{results['_floor']:.1f}" for _ in consoles])
+        alone = [results[c].get("console_alone") for c in cols]
+        if all(isinstance(x, dict) and "error" not in x for x in alone):
+            row("the same console with no worker: first frame (ms)",
+                [f"{x['first_frame_ms']:.0f}" for x in alone])
+            row("  refresh, median / p95 (ms)",
+                [f"{x['refresh_ms'][0]:.1f} / {x['refresh_ms'][1]:.1f}" for x in alone])
+            row("  key to the frame showing it, median / p95 (ms)",
+                [f"{x['key_ms'][0]:.1f} / {x['key_ms'][1]:.1f}" for x in alone])
+            for key in ("pane 2", "pane 1", "G"):
+                row(f"  key `{key}`, median / max (ms)",
+                    [f"{x['keys_ms'][key][0]:.1f} / {x['keys_ms'][key][1]:.1f}" for x in alone])
+            row("  RSS console process, at the end / peak (MB)",
+                [f"{x['rss_mb'][0]:.0f} / {x['rss_mb'][1]:.0f}" for x in alone])
         row("RSS console process, at the end / peak (MB)",
             [f"{x['rss_mb'][0]:.0f} / {x['rss_mb'][1]:.0f}" for x in consoles], "< 150")
         row("RSS worker child, at the end / peak (MB)",
@@ -458,6 +475,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=64)
     p.add_argument("--no-console", action="store_true", help="only the core reads")
     p.add_argument("--drive", metavar="URL", help=argparse.SUPPRESS)  # one console run
+    p.add_argument("--no-worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     from core.logging import configure
 
@@ -465,7 +483,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.drive:
         import json
 
-        print(json.dumps(asyncio.run(drive_console(args.drive, args.concurrency))))
+        print(json.dumps(asyncio.run(drive_console(args.drive, args.concurrency,
+                                                   worker=not args.no_worker))))
         return 0
     results: dict[str, Any] = {"_due_type": args.due_type}
     if not args.no_console:
