@@ -102,7 +102,7 @@ def claim(conn: Connection, is_postgres: bool, worker_id: str, limit: int, now: 
         with raw.pipeline():
             for setting in _PG_CLAIM_PLAN:
                 raw.execute(setting)
-            cur = raw.execute(_PG_CLAIM, {
+            cur = raw.execute(_PG_CLAIM, binary=True, params={
                 "now": now, "types": list(job_types), "limit": limit, "worker": worker_id,
                 "expires": now + lease_seconds,
             })
@@ -128,9 +128,9 @@ def claim(conn: Connection, is_postgres: bool, worker_id: str, limit: int, now: 
 
 _PG_COMPLETE = """
 WITH v AS (
-    SELECT * FROM unnest(%s::int[], %s::int[], %s::text[], %s::text[], %s::float8[],
-                         %s::float8[], %s::int[], %s::text[], %s::text[], %s::text[],
-                         %s::float8[], %s::text[], %s::float8[])
+    SELECT * FROM unnest(%b::int[], %b::int[], %b::text[], %b::text[], %b::float8[],
+                         %b::float8[], %b::int[], %b::text[], %b::text[], %b::text[],
+                         %b::float8[], %b::text[], %b::float8[])
         AS v(id, tok, status, outcome, fin, dur, http, res, err_t, err_m, nxt, wid, started)
 ), done AS (
     UPDATE sync_jobs AS j SET
