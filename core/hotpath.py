@@ -276,7 +276,7 @@ INSERT INTO sync_jobs (job_type, entity_id, status, payload, correlation_id, att
                        max_attempts, next_run_at, lease_token, is_replay, created_at, updated_at)
 SELECT %(type)s, u.e, 'pending', %(payload)s::json, u.c, 0, %(max)s, %(now)s, 0, false,
        %(now)s, %(now)s
-FROM unnest(%(entities)s::text[], %(corrs)s::text[]) AS u(e, c)
+FROM unnest(%(entities)b::text[], %(corrs)b::text[]) AS u(e, c)
 ON CONFLICT (job_type, entity_id) WHERE status IN ('pending', 'running') DO NOTHING
 RETURNING id, entity_id
 """
@@ -293,17 +293,25 @@ RETURNING id, entity_id
 
 
 def insert_jobs(conn: Connection, is_postgres: bool, job_type: str,
-                entities: Sequence[str], correlation_ids: Sequence[str],
+                entity_chunks: Sequence[Sequence[str]],
+                correlation_chunks: Sequence[Sequence[str]],
                 payload: dict[str, Any] | None, max_attempts: int,
                 now: float) -> list[tuple[int, str]]:
-    """Insert pending jobs; the ones an active job already holds are skipped (the partial
-    unique index decides). Returns (id, entity_id) of the inserted ones."""
+    """Insert pending jobs, one statement per chunk; the ones an active job already holds
+    are skipped (the partial unique index decides). Returns (id, entity_id) of the inserted
+    ones. On PostgreSQL every chunk is sent before any answer is read (a pipeline)."""
     raw = _raw(conn)
+    body = _dumps(payload)
     if is_postgres:
-        return raw.execute(_PG_ENQUEUE, {
-            "type": job_type, "payload": _dumps(payload), "max": max_attempts, "now": now,
-            "entities": list(entities), "corrs": list(correlation_ids),
-        }).fetchall()
-    data = json.dumps(list(zip(entities, correlation_ids, strict=True)))
-    return raw.execute(_SQLITE_ENQUEUE,
-                       (job_type, _dumps(payload), max_attempts, now, data)).fetchall()
+        with raw.pipeline():
+            cursors = [raw.execute(_PG_ENQUEUE, {
+                "type": job_type, "payload": body, "max": max_attempts, "now": now,
+                "entities": list(entities), "corrs": list(corrs),
+            }) for entities, corrs in zip(entity_chunks, correlation_chunks, strict=True)]
+        return [row for cur in cursors for row in cur.fetchall()]
+    rows: list[tuple[int, str]] = []
+    for entities, corrs in zip(entity_chunks, correlation_chunks, strict=True):
+        data = json.dumps(list(zip(entities, corrs, strict=True)))
+        rows += raw.execute(_SQLITE_ENQUEUE,
+                            (job_type, body, max_attempts, now, data)).fetchall()
+    return rows
