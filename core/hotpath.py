@@ -42,7 +42,16 @@ def _dumps(value: Any) -> str:
     return json.dumps(value)
 
 
+def _result_json(c: Completion) -> str | None:
+    if c.outcome != "success":
+        return None
+    return "null" if c.result is None else _dumps(c.result)
+
+
 def _loads(value: Any) -> Any:
+    # Payloads come back as text (most are JSON null: no parse for those).
+    if value is None or value == "null":
+        return None
     return json.loads(value) if isinstance(value, str | bytes) else value
 
 
@@ -61,8 +70,8 @@ WITH due AS (
         attempt_count = j.attempt_count + 1, lease_acquired_at = %(now)s,
         lease_expires_at = %(expires)s, updated_at = %(now)s
     FROM due WHERE j.id = due.id
-    RETURNING j.id, j.job_type, j.entity_id, j.payload, j.correlation_id, j.attempt_count,
-              j.max_attempts, j.lease_token
+    RETURNING j.id, j.job_type, j.entity_id, j.payload::text, j.correlation_id,
+              j.attempt_count, j.max_attempts, j.lease_token
 )
 SELECT * FROM claimed
 """
@@ -119,22 +128,24 @@ def claim(conn: Connection, is_postgres: bool, worker_id: str, limit: int, now: 
 
 # --- complete ---------------------------------------------------------------------------------
 #
-# One row per completion: (id, token, status, outcome, finished_at, duration_ms, http_status,
-# result_json, error_type, error_message, next_run_at, worker_id, started_at). Which job
-# columns a completion writes depends on its outcome: success sets the result and
+# One array per field, one element per completion of one worker (the worker id is a
+# scalar); the job's status follows from the outcome (_STATUS_FOR, spelled out in SQL).
+# Which job columns a completion writes depends on its outcome: success sets the result and
 # finished_at; retry sets next_run_at and last_error*; dead sets finished_at, last_error* and
 # dead_error*; failed sets finished_at and last_error*. The attempt row is inserted by the
 # same statement, for the jobs whose fence held.
 
 _PG_COMPLETE = """
 WITH v AS (
-    SELECT * FROM unnest(%b::int[], %b::int[], %b::text[], %b::text[], %b::float8[],
-                         %b::float8[], %b::int[], %b::text[], %b::text[], %b::text[],
-                         %b::float8[], %b::text[], %b::float8[])
-        AS v(id, tok, status, outcome, fin, dur, http, res, err_t, err_m, nxt, wid, started)
+    SELECT * FROM unnest(%(id)b::int[], %(tok)b::int[], %(outcome)b::text[], %(fin)b::float8[],
+                         %(dur)b::float8[], %(http)b::int[], %(res)b::text[],
+                         %(err_t)b::text[], %(err_m)b::text[], %(nxt)b::float8[],
+                         %(started)b::float8[])
+        AS v(id, tok, outcome, fin, dur, http, res, err_t, err_m, nxt, started)
 ), done AS (
     UPDATE sync_jobs AS j SET
-        status = v.status,
+        status = CASE v.outcome WHEN 'success' THEN 'success' WHEN 'retry' THEN 'pending'
+                                WHEN 'dead' THEN 'dead' ELSE 'failed' END,
         result = CASE WHEN v.outcome = 'success' THEN v.res::json ELSE j.result END,
         finished_at = CASE WHEN v.outcome = 'retry' THEN j.finished_at ELSE v.fin END,
         next_run_at = CASE WHEN v.outcome = 'retry' THEN v.nxt ELSE j.next_run_at END,
@@ -151,7 +162,7 @@ WITH v AS (
     INSERT INTO sync_job_attempts AS a (job_id, number, worker_id, started_at, finished_at,
                                         duration_ms, outcome, error_type, error_message,
                                         http_status)
-    SELECT v.id, v.tok, v.wid, v.started, v.fin, v.dur, v.outcome, v.err_t, v.err_m, v.http
+    SELECT v.id, v.tok, %(wid)s, v.started, v.fin, v.dur, v.outcome, v.err_t, v.err_m, v.http
     FROM v JOIN done ON done.id = v.id
     ON CONFLICT (job_id, number) DO UPDATE SET
         outcome = excluded.outcome, finished_at = excluded.finished_at,
@@ -228,15 +239,23 @@ def complete(conn: Connection, is_postgres: bool,
             raise ValueError(f"not a completion outcome: {c.outcome}")
     raw = _raw(conn)
     if is_postgres:
-        cols: list[list[Any]] = [[] for _ in range(13)]
+        by_worker: dict[str, list[Completion]] = {}
         for c in completions:
-            row = (c.job_id, c.lease_token, _STATUS_FOR[c.outcome], c.outcome, c.finished_at,
-                   c.duration_ms, c.http_status,
-                   _dumps(c.result) if c.outcome == "success" else None,
-                   c.error_type, c.error_message, c.next_run_at, c.worker_id, c.started_at)
-            for col, value in zip(cols, row, strict=True):
-                col.append(value)
-        applied_ids = {r[0] for r in raw.execute(_PG_COMPLETE, cols).fetchall()}
+            by_worker.setdefault(c.worker_id, []).append(c)
+        applied_ids = set()
+        for worker_id, group in by_worker.items():  # one group but in tests
+            params = {
+                "wid": worker_id, "id": [c.job_id for c in group],
+                "tok": [c.lease_token for c in group], "outcome": [c.outcome for c in group],
+                "fin": [c.finished_at for c in group], "dur": [c.duration_ms for c in group],
+                "http": [c.http_status for c in group],
+                "res": [_result_json(c) for c in group],
+                "err_t": [c.error_type for c in group],
+                "err_m": [c.error_message for c in group],
+                "nxt": [c.next_run_at for c in group],
+                "started": [c.started_at for c in group],
+            }
+            applied_ids.update(r[0] for r in raw.execute(_PG_COMPLETE, params).fetchall())
     else:
         ids = list(dict.fromkeys(c.job_id for c in completions))
         current = {}
@@ -251,7 +270,7 @@ def complete(conn: Connection, is_postgres: bool,
         if held:
             cur = raw.executemany(_SQLITE_COMPLETE, [
                 (c.job_id, _STATUS_FOR[c.outcome], c.outcome, c.finished_at, c.duration_ms,
-                 c.http_status, _dumps(c.result) if c.outcome == "success" else None,
+                 c.http_status, _result_json(c),
                  c.error_type, c.error_message, c.next_run_at, c.lease_token)
                 for c in held])
             if cur.rowcount != len(held):  # pragma: no cover - a duplicate in the batch

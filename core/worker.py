@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import logging
 import os
 import secrets
 import socket
@@ -78,6 +79,8 @@ class Worker:
         self.stats = WorkerStats()
         self.started_at = clock.now()
         self.log = get_logger(worker_id=self.id)
+        enabled = getattr(self.log, "is_enabled_for", None)  # structlog's filtering loggers
+        self._log_successes = enabled is None or enabled(logging.INFO)
         self._paused = start_paused
         self._state = "starting"
         self._force = False
@@ -299,15 +302,15 @@ class Worker:
     def _account(self, c: Completion, applied: bool) -> None:
         self.stats.processed += 1
         self._finished_times.append(time.monotonic())
-        fields = dict(job_id=c.job_id, attempt=c.lease_token, correlation_id=c.correlation_id,
-                      duration_ms=round(c.duration_ms, 2), error_type=c.error_type)
+        if applied and c.outcome == OUTCOME_SUCCESS:
+            self.stats.succeeded += 1
+            if self._log_successes:  # thousands a second: skip building a line nobody keeps
+                self.log.info("attempt.finished", outcome=c.outcome, **_fields(c))
+            return
+        fields = _fields(c)
         if not applied:
             self.stats.lost += 1
             self.log.warning("attempt.fenced", outcome="lease_lost", discarded=c.outcome, **fields)
-            return
-        if c.outcome == OUTCOME_SUCCESS:
-            self.stats.succeeded += 1
-            self.log.info("attempt.finished", outcome=c.outcome, **fields)
             return
         if c.outcome == OUTCOME_RETRY:
             self.stats.retried += 1
@@ -427,6 +430,11 @@ class Worker:
             pass
         self.log.info("worker.stopped", processed=self.stats.processed,
                       succeeded=self.stats.succeeded, released=self.stats.released)
+
+
+def _fields(c: Completion) -> dict[str, Any]:
+    return dict(job_id=c.job_id, attempt=c.lease_token, correlation_id=c.correlation_id,
+                duration_ms=round(c.duration_ms, 2), error_type=c.error_type)
 
 
 def _one_line(exc: BaseException) -> str:
