@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
@@ -16,6 +17,15 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, Operati
 from sqlalchemy.pool import NullPool
 
 NOTIFY_CHANNEL = "syncbridge_jobs"
+
+
+_DRIVER_OPERATIONAL: tuple[type[Exception], ...] = (sqlite3.OperationalError,)
+try:
+    import psycopg
+
+    _DRIVER_OPERATIONAL += (psycopg.OperationalError,)
+except ImportError:  # pragma: no cover - psycopg is a dependency
+    pass
 
 
 class DatabaseError(RuntimeError):
@@ -154,6 +164,11 @@ def wrap_errors() -> Iterator[None]:
         yield
     except OperationalError as exc:
         msg = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        raise DatabaseError(f"database error: {msg}") from exc
+    except _DRIVER_OPERATIONAL as exc:
+        # Raised by driver SQL run on the raw connection (core.hotpath), which SQLAlchemy
+        # does not wrap: a lost connection, a locked file.
+        msg = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise DatabaseError(f"database error: {msg}") from exc
     except DBAPIError as exc:
         if exc.connection_invalidated:

@@ -19,7 +19,8 @@ does not hold changes no job, and its attempt is marked `lease_lost`.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Connection
@@ -35,6 +36,20 @@ _STATUS_FOR = {"success": "success", "retry": "pending", "dead": "dead", "failed
 def _raw(conn: Connection) -> Any:
     """The DBAPI connection under a SQLAlchemy connection, inside its open transaction."""
     return conn.connection.driver_connection
+
+
+@contextmanager
+def _pipeline(conn: Connection) -> Iterator[None]:
+    """psycopg's pipeline mode on the connection, which is dropped if the pipeline breaks:
+    a pipeline cut mid-flight (the server terminated the backend, the network went) leaves
+    psycopg unable to roll the connection back, and SQLAlchemy's attempt to would raise
+    (and log a traceback) on top of the error that matters."""
+    try:
+        with _raw(conn).pipeline():
+            yield
+    except Exception:
+        conn.invalidate()
+        raise
 
 
 def _dumps(value: Any) -> str:
@@ -108,7 +123,7 @@ def claim(conn: Connection, is_postgres: bool, worker_id: str, limit: int, now: 
     raw = _raw(conn)
     if is_postgres:
         # Pipelined: the plan settings and the claim travel in one round trip.
-        with raw.pipeline():
+        with _pipeline(conn):
             for setting in _PG_CLAIM_PLAN:
                 raw.execute(setting)
             cur = raw.execute(_PG_CLAIM, binary=True, params={
@@ -322,7 +337,7 @@ def insert_jobs(conn: Connection, is_postgres: bool, job_type: str,
     raw = _raw(conn)
     body = _dumps(payload)
     if is_postgres:
-        with raw.pipeline():
+        with _pipeline(conn):
             cursors = [raw.execute(_PG_ENQUEUE, {
                 "type": job_type, "payload": body, "max": max_attempts, "now": now,
                 "entities": list(entities), "corrs": list(corrs),
