@@ -2,7 +2,7 @@
 
 Revision ID: 0003
 Revises: 0002
-Create Date: 2026-11-24
+Create Date: 2026-11-23
 
 A claim used to insert a `running` attempt row and the completion to update it: on
 PostgreSQL that is an insert plus a non-HOT update (three more index entries) per job.

@@ -2,7 +2,7 @@
 
 Revision ID: 0004
 Revises: 0003
-Create Date: 2026-11-24
+Create Date: 2026-11-23
 
 Measured with a 60,000-job drain on PostgreSQL 15 (server CPU per job, same machine, same
 run; bench/README.md):
