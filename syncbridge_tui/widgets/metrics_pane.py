@@ -91,10 +91,11 @@ class MetricsPane(Vertical):
         if data is None:
             return
         self._next_due = time.monotonic() + data.seconds * BACKOFF_FACTOR
-        table: DataTable[Text] = self.query_one(DataTable)
+        table = self.query_one(WindowTable)
         m = data.metrics
         rows = [("all", m.overall), *m.per_type.items()]
         keys = {str(r.key.value) for r in table.rows}
+        changes = []
         for name, t in rows:
             s = t.by_status
             values = [cell(name, "bold" if name == "all" else ""), cell(t.total_jobs),
@@ -107,10 +108,11 @@ class MetricsPane(Vertical):
                       cell("-" if t.oldest_due_age_s is None else f"{t.oldest_due_age_s:.1f}s"),
                       cell(t.finished_last_minute)]
             if name in keys:
-                for (label, _), value in zip(COLUMNS, values, strict=True):
-                    table.update_cell(name, label, value)
+                changes += [(name, label, value)
+                            for (label, _), value in zip(COLUMNS, values, strict=True)]
             else:
                 table.add_row(*values, key=name)
+        table.update_cells(changes)  # only the figures that moved are repainted
         minutes = BUCKETS * BUCKET_SECONDS / 60
         self.query_one("#finished-spark", Sparkline).data = data.finished
         self.query_one("#failures-spark", Sparkline).data = data.failures

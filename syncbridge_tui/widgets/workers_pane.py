@@ -54,8 +54,9 @@ class WorkersPane(Vertical):
         app: SyncBridgeApp = self.app  # type: ignore[assignment]
         limit = stale_after(app.settings.lease_seconds)
         now = clock.now()
-        table: DataTable[Text] = self.query_one(DataTable)
+        table = self.query_one(WindowTable)
         keys = {str(r.key.value) for r in table.rows}
+        changes = []
         stale_count = 0
         for w in workers:
             stale = w.state != "stopped" and now - w.last_seen_at > limit
@@ -69,10 +70,11 @@ class WorkersPane(Vertical):
                       cell(w.concurrency, dim), cell(w.in_flight, dim),
                       cell(w.processed, dim), flag]
             if w.id in keys:
-                for (label, _), value in zip(COLUMNS, values, strict=True):
-                    table.update_cell(w.id, label or "flag", value)
+                changes += [(w.id, label or "flag", value)
+                            for (label, _), value in zip(COLUMNS, values, strict=True)]
             else:
                 table.add_row(*values, key=w.id)
+        table.update_cells(changes)  # only what changed (LAST SEEN) is repainted
         gone = keys - {w.id for w in workers}
         for key in gone:
             table.remove_row(key)
