@@ -4,6 +4,11 @@ Only the rows that fit on screen are fetched (`list_jobs(limit=page, offset=…)
 status/type/id indexes serve), the count is capped, and rows are rewritten in place. The
 cursor follows its job while rows move under it (new jobs arriving on top, statuses
 changing under a status sort).
+
+`G` (the end of the list: the oldest jobs) does not count a million rows and skip them: the
+window is anchored at the end (`ListState.from_end`, `offset` rows before it) and fetched
+by walking the same index from its other end (`list_window_from_end`); the position on
+screen comes from the capped count ("… of 100,000+" when there are more).
 """
 
 from __future__ import annotations
@@ -20,7 +25,13 @@ from textual.timer import Timer
 from textual.widgets import DataTable, Input, Static
 
 from core import queue
-from core.console_queries import count_window, job_ids, latest_replays, list_window
+from core.console_queries import (
+    count_window,
+    job_ids,
+    latest_replays,
+    list_window,
+    list_window_from_end,
+)
 from core.db import Database
 from core.handlers import registry
 from core.models import STATUSES
@@ -37,6 +48,9 @@ COUNT_CAP = 100_000
 MARK_ALL_CAP = 10_000
 SORT_ORDER = ("age", "oldest", "status", "type")
 SEARCH_DEBOUNCE = 0.25
+# Sorts whose ORDER BY reversed is an index walk too (status ASC, id DESC is not: G keeps
+# counting and skipping there, as slow as that sort's first page already is).
+FROM_END_SORTS = ("age", "oldest", "type")
 
 
 @dataclass(slots=True)
@@ -50,6 +64,8 @@ class Window:
     generation: int
     to_bottom: bool = False
     anchor_id: int | None = None  # keep this job on the window's first row (sort age)
+    from_end: bool = False  # the window is `end_offset` rows before the end of the list
+    end_offset: int = 0
 
 
 @dataclass(slots=True)
@@ -59,6 +75,7 @@ class WindowResult:
     total: int
     capped: bool
     extra: Any = None  # what a pane's `annotate` fetched for these rows
+    position_known: bool = True  # False: from the end of more than COUNT_CAP rows
 
 
 @dataclass(slots=True)
@@ -67,7 +84,9 @@ class ListState:
     job_type: str | None = None
     search: str = ""
     sort: str = "age"
-    offset: int = 0
+    offset: int = 0  # rows above the window (exact unless from_end past the count's cap)
+    from_end: bool = False  # after G: the window is anchored at the end of the list
+    end_offset: int = 0  # rows below the window, when from_end
     marked: dict[int, str | None] = field(default_factory=dict)  # id -> status when marked
 
 
@@ -86,6 +105,7 @@ class JobList(Vertical):
         self.extra: Any = None
         self.total = 0
         self.capped = False
+        self.position_known = True
         self.selected_id: int | None = None
         self._follow = True
         self._pending_bottom = False
@@ -144,7 +164,7 @@ class JobList(Vertical):
 
     def plan(self) -> Callable[[], WindowResult]:
         anchor = None
-        if (not self._explicit and self.state.sort == "age"
+        if (not self._explicit and self.state.sort == "age" and not self.state.from_end
                 and len(self.jobs) >= self.page_size()
                 and (self.state.offset > 0 or self.table.cursor_row > 0)):
             # The operator is reading below the newest jobs of a list longer than the
@@ -152,8 +172,12 @@ class JobList(Vertical):
             # they read down and off the screen. (A short list just grows; the cursor
             # follows its job.)
             anchor = self.jobs[0].id
-        window = Window(self.filter(), self.state.sort, self.state.offset, self.page_size(),
-                        self._generation, to_bottom=self._pending_bottom, anchor_id=anchor)
+        s = self.state
+        if self._pending_bottom and s.sort in FROM_END_SORTS:
+            s.from_end, s.end_offset, self._pending_bottom = True, 0, False
+        window = Window(self.filter(), s.sort, s.offset, self.page_size(),
+                        self._generation, to_bottom=self._pending_bottom, anchor_id=anchor,
+                        from_end=s.from_end, end_offset=s.end_offset)
         self._pending_bottom = False
         self._explicit = False
         db = self.console.db
@@ -161,6 +185,21 @@ class JobList(Vertical):
 
         def fetch() -> WindowResult:
             w = window
+            if w.from_end:
+                total = count_window(db, w.flt, cap=COUNT_CAP + 1)
+                jobs = list_window_from_end(db, w.flt, limit=w.page, offset=w.end_offset,
+                                            sort=w.sort)
+                if not jobs and w.end_offset > 0 and total > 0:
+                    # Above the first row (jobs finished, a filter narrowed): the last
+                    # page, which the end is.
+                    w = replace(w, end_offset=0)
+                    jobs = list_window_from_end(db, w.flt, limit=w.page, sort=w.sort)
+                capped = total > COUNT_CAP
+                if capped:  # where the window starts is unknown: "of 100,000+"
+                    return WindowResult(w, jobs, COUNT_CAP, True, annotate(db, jobs),
+                                        position_known=False)
+                w = replace(w, offset=max(0, total - w.end_offset - len(jobs)))
+                return WindowResult(w, jobs, total, False, annotate(db, jobs))
             if w.to_bottom:
                 total = count_window(db, w.flt)  # exact: G is rare, and the index counts
                 w = replace(w, offset=max(0, total - w.page))
@@ -186,6 +225,8 @@ class JobList(Vertical):
         if result.window.generation != self._generation:
             return  # the operator moved or changed the query meanwhile; a new poll follows
         self.state.offset = result.window.offset
+        self.state.end_offset = result.window.end_offset
+        self.position_known = result.position_known
         self.jobs = result.jobs
         self.extra = result.extra
         self.total, self.capped = result.total, result.capped
@@ -240,7 +281,16 @@ class JobList(Vertical):
             t.append("  search ", style="dim")
             t.append(clean(s.search, 40), style="bold")
         t.append("  ")
-        if self.jobs:
+        if self.jobs and not self.position_known:
+            # From the end of more rows than the count goes to: say where from the end.
+            if s.end_offset:
+                t.append(f"{s.end_offset + len(self.jobs):,}-{s.end_offset + 1:,} from the "
+                         f"end of {self.total:,}+", style="dim")
+            else:
+                t.append(f"the last {len(self.jobs):,} of {self.total:,}+", style="dim")
+            if s.sort == "age":
+                t.append("  oldest (g: newest)", style="bold cyan")
+        elif self.jobs:
             last = s.offset + len(self.jobs)
             total = f"{self.total:,}+" if self.capped else f"{self.total:,}"
             t.append(f"{s.offset + 1:,}-{last:,} of {total}", style="dim")
@@ -274,12 +324,24 @@ class JobList(Vertical):
         page = self.page_size()
         s = self.state
         if event.to == "top":
-            s.offset = 0
+            s.offset, s.from_end, s.end_offset = 0, False, 0
             self._want_row = 0
             self.table.move_cursor(row=0, animate=False)
         elif event.to == "bottom":
             self._pending_bottom = True
             self._want_row = -1
+        elif s.from_end:
+            if event.delta < 0 and len(self.jobs) < page:
+                return  # the window is the first page already
+            end = s.end_offset - event.delta
+            if not self.capped:
+                end = min(end, max(0, self.total - page))
+            end = max(0, end)
+            if end == s.end_offset:
+                return
+            s.end_offset = end
+            if self.position_known:
+                s.offset = max(0, self.total - end - len(self.jobs))
         else:
             if event.delta > 0 and len(self.jobs) < page:
                 return  # the window is the last page already
@@ -296,6 +358,7 @@ class JobList(Vertical):
         self._explicit = True
         if not keep_offset:
             self.state.offset = 0
+            self.state.from_end, self.state.end_offset = False, 0
             self._follow = True
         self.update_title()
         self.console.request_poll()
@@ -305,6 +368,7 @@ class JobList(Vertical):
         event.stop()
         self.state.search = event.value
         self.state.offset = 0
+        self.state.from_end, self.state.end_offset = False, 0
         self._generation += 1  # whatever is in flight was for the old text
         self._explicit = True
         self.update_title()
