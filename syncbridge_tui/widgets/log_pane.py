@@ -25,8 +25,11 @@ _FIRST = ("job_id", "attempt", "job_type", "entity_id", "outcome", "error_type",
 _LAST = ("error",)  # the long, untrusted part goes at the end
 _SKIP = {"event", "level", "timestamp", "worker_id", "correlation_id"}
 # A worker at full speed logs thousands of lines a second; nobody reads them at that rate,
-# and wrapping and styling them all would take the UI's time. Each feed writes the newest
-# FEED_MAX and says how many it passed over (the log file has every line).
+# and wrapping and styling them all would take the UI's time (a RichLog renders every line
+# it is given at write time: 300 lines were 150 ms on show). Each feed writes the newest
+# screenful (at most FEED_MAX lines) and says how many it passed over (the log file has
+# every line); the pane keeps SHOWN_MAX lines to scroll back through. Shown again at the
+# same width and filter, it keeps what it had and only catches up.
 FEED_MAX = 300
 SHOWN_MAX = 1000
 LEVEL_STYLES = {"WARN": "yellow", "ERRO": "bold red", "DEBU": "dim"}
@@ -87,6 +90,8 @@ class LogPane(Vertical):
         self.job_id: int | None = None
         self.lines_shown = 0
         self._last_seq = 0
+        # What the lines in the RichLog were written for: (width, correlation id).
+        self._written_for: tuple[int, str | None] | None = None
 
     def compose(self) -> ComposeResult:
         yield Static(id="log-title", classes="pane-title")
@@ -96,11 +101,25 @@ class LogPane(Vertical):
         self._title()
 
     def refresh_now(self) -> None:
-        """Shown again: re-render every line at the pane's real width (RichLog wraps at
-        write time, and a hidden pane has none), after the switch has been laid out."""
+        """Shown again, once laid out: catch up with the lines that arrived meanwhile, or
+        re-read the buffer if the width (RichLog wraps at write time, and a hidden pane has
+        none) or the job filter changed."""
+        self.call_after_refresh(self._catch_up)
+
+    def _catch_up(self) -> None:
         app: Any = self.app
-        self.call_after_refresh(lambda: self.only(self.job_id, self.correlation_id,
-                                                  app.log_buffer.since(0)))
+        if self._written_for != (self._width(), self.correlation_id):
+            self.only(self.job_id, self.correlation_id, app.log_buffer.since(0))
+        else:
+            self.feed(app.log_buffer.since(self._last_seq))
+
+    def _width(self) -> int:
+        return self.query_one(RichLog).scrollable_content_region.width
+
+    def feed_max(self) -> int:
+        """A screenful: no line can take less than one row."""
+        height = self.query_one(RichLog).scrollable_content_region.height
+        return min(FEED_MAX, height) if height > 0 else FEED_MAX
 
     def focus_table(self) -> None:
         self.query_one(RichLog).focus()
@@ -130,17 +149,19 @@ class LogPane(Vertical):
         log = self.query_one(RichLog)
         # Wrap at the pane's width: RichLog would measure against the console's size.
         width = log.scrollable_content_region.width or None
+        self._written_for = (width or 0, self.correlation_id)
+        most = self.feed_max()
         wanted = []
         for line in lines:
             self._last_seq = max(self._last_seq, line.seq)
             if self.correlation_id and line.correlation_id != self.correlation_id:
                 continue
             wanted.append(line)
-        if len(wanted) > FEED_MAX:
-            skipped = len(wanted) - FEED_MAX
-            wanted = wanted[-FEED_MAX:]
+        if len(wanted) > most:
+            skipped = len(wanted) - most
+            wanted = wanted[-most:]
             log.write(Text(f"… {skipped:,} more lines arrived faster than anyone reads; the "
-                           f"newest {FEED_MAX} follow (SYNCBRIDGE_LOG_FILE has every line)",
+                           f"newest {most} follow (SYNCBRIDGE_LOG_FILE has every line)",
                            style="dim italic"), width=width)
         for line in wanted:
             log.write(styled_line(line.event), width=width)
