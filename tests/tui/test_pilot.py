@@ -21,20 +21,12 @@ from syncbridge_tui.screens.main import MainScreen
 from syncbridge_tui.screenshots import SIZE, settle, wait_until
 from syncbridge_tui.showcase import EVIL_ENTITY, EVIL_MESSAGE
 from syncbridge_tui.text import clean
-from syncbridge_tui.widgets.job_list import JobList
 from syncbridge_tui.widgets.log_pane import LogPane
+from tests.tui.helpers import job_list
 
 from .conftest import MakeApp
 
 pytestmark = pytest.mark.anyio
-
-
-def job_list(app: SyncBridgeApp) -> JobList:
-    main = app.main_screen()
-    assert main is not None
-    jl = main.job_list()
-    assert jl is not None
-    return jl
 
 
 def shown_ids(app: SyncBridgeApp) -> list[int]:

@@ -16,7 +16,7 @@ from core import queue
 from syncbridge_tui.app import SyncBridgeApp
 from syncbridge_tui.screens.main import MainScreen
 from syncbridge_tui.screenshots import SIZE, settle, wait_until
-from syncbridge_tui.widgets.job_list import JobList
+from tests.tui.helpers import job_list
 
 from .conftest import MakeApp
 
@@ -31,14 +31,6 @@ def type_at_once(app: SyncBridgeApp, text: str, *, then: tuple[str, ...] = ()) -
         app.post_message(events.Key(KEYS.get(ch, ch), ch))
     for key in then:
         app.post_message(events.Key(key, None))
-
-
-def job_list(app: SyncBridgeApp) -> JobList:
-    main = app.main_screen()
-    assert main is not None
-    jl = main.job_list()
-    assert jl is not None
-    return jl
 
 
 def statuses(app: SyncBridgeApp) -> dict[int, str]:

@@ -1,0 +1,14 @@
+"""Small lookups the console tests share."""
+
+from __future__ import annotations
+
+from syncbridge_tui.app import SyncBridgeApp
+from syncbridge_tui.widgets.job_list import JobList
+
+
+def job_list(app: SyncBridgeApp) -> JobList:
+    main = app.main_screen()
+    assert main is not None
+    jl = main.job_list()
+    assert jl is not None
+    return jl
