@@ -259,7 +259,10 @@ class JobList(Vertical):
         return None
 
     def mark_cell(self, job: Job) -> Text:
-        return Text("●", style="bold yellow") if job.id in self.state.marked else Text(" ")
+        # Shaped as cells.cell's are (no wrap, ellipsis): WindowTable renders those directly.
+        if job.id in self.state.marked:
+            return Text("●", style="bold yellow", no_wrap=True, overflow="ellipsis")
+        return Text(" ", no_wrap=True, overflow="ellipsis")
 
     def row(self, job: Job) -> tuple[Text, ...]:
         raise NotImplementedError
