@@ -171,7 +171,9 @@ class FrameClock:
     A key's latency is from App.on_event receiving the Key event to the end of the first
     App._display after it at which the key's effect holds (cursor moved, pane switched):
     the screen update that carries it, written out. Not counted: the pilot's own posting
-    and idle-waiting, which a user's terminal does not have.
+    and idle-waiting, which a user's terminal does not have. While a measurement waits,
+    the harness only sleeps (asyncio.sleep): `pilot.pause` would post a callback to every
+    widget and force a screen update every millisecond, competing with the work measured.
     """
 
     def __init__(self, app: Any) -> None:
@@ -264,7 +266,7 @@ async def drive_console(url: str, concurrency: int, worker: bool = True) -> dict
             t = time.perf_counter()
             app.request_poll()
             while app.poll_count <= seen or app._polling:
-                await pilot.pause(0.001)
+                await asyncio.sleep(0.001)  # not pilot.pause: see FrameClock
             refresh.append((time.perf_counter() - t) * 1000)
             await pilot.pause(0.05)
         out["refresh_ms"] = (statistics.median(refresh), percentile(refresh, 0.95))
@@ -281,7 +283,7 @@ async def drive_console(url: str, concurrency: int, worker: bool = True) -> dict
             while clock.latency_ms() is None:
                 if time.perf_counter() > deadline:
                     raise TimeoutError(f"key {key!r}: no frame showed its effect in 30 s")
-                await pilot.pause(0.001)
+                await asyncio.sleep(0.001)  # not pilot.pause: see FrameClock
             await pilot.pause()
             pilot_keys.setdefault(label, []).append((time.perf_counter() - t) * 1000)
             frame_keys.setdefault(label, []).append(clock.latency_ms() or 0.0)
