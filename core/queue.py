@@ -21,6 +21,7 @@ from sqlalchemy import (
     false,
     func,
     literal,
+    literal_column,
     or_,
     select,
     tuple_,
@@ -384,6 +385,11 @@ def prune_workers(db: Database, older_than: float) -> int:
 _TOP = "\U0010ffff"  # sorts after every character under SQLite's byte-wise collation
 
 
+# Literal, not bound: a partial index is used only when the query spells out its predicate.
+_NOT_RUNNING = jobs_t.c.status != literal_column("'running'")
+_RUNNING = jobs_t.c.status == literal_column("'running'")
+
+
 @dataclass(slots=True)
 class JobFilter:
     statuses: tuple[str, ...] = ()
@@ -411,18 +417,25 @@ class JobFilter:
             cond.append(false())
             return cond
         c = jobs_t.c
-        options: list[Any] = [c.entity_id == term, c.correlation_id == term]
-        if term.isdigit() and len(term) < 18:
-            options.append(c.id == int(term))
+        text_options: list[Any] = [c.entity_id == term, c.correlation_id == term]
         if prefix_ranges:
-            options.append(and_(c.entity_id >= term, c.entity_id < term + _TOP))
+            text_options.append(and_(c.entity_id >= term, c.entity_id < term + _TOP))
             if len(term) >= 4:
-                options.append(and_(c.correlation_id >= term, c.correlation_id < term + _TOP))
+                text_options.append(
+                    and_(c.correlation_id >= term, c.correlation_id < term + _TOP))
         else:
             safe = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            options.append(c.entity_id.like(safe + "%", escape="\\"))
+            text_options.append(c.entity_id.like(safe + "%", escape="\\"))
             if len(term) >= 4:
-                options.append(c.correlation_id.like(safe + "%", escape="\\"))
+                text_options.append(c.correlation_id.like(safe + "%", escape="\\"))
+        # The entity and correlation indexes leave running jobs out (migration 0005): each
+        # text match is asked of the jobs they hold (their predicate, spelled as they spell
+        # it, so both planners pick them) and, separately, of the running jobs, which are
+        # few and found through (status, id).
+        options: list[Any] = [and_(_NOT_RUNNING, o) for o in text_options]
+        options.append(and_(_RUNNING, or_(*text_options)))
+        if term.isdigit() and len(term) < 18:
+            options.append(c.id == int(term))
         cond.append(or_(*options))
         return cond
 

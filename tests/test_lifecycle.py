@@ -414,6 +414,15 @@ def test_search_by_entity_prefix_job_id_and_correlation(db: Database) -> None:
     assert found("nothing-like-it") == []
     assert found("a\x00b") == []
     assert queue.count_jobs(db, queue.JobFilter(search="c")) == 4
+    # Running jobs are not in the search indexes (migration 0005); the search still finds
+    # them, by entity prefix, exact entity, correlation prefix and id.
+    queue.claim(db, "w1", 10, lease_seconds=30, job_types=TYPES)
+    assert {j.status for j in queue.list_jobs(db)} == {"running"}
+    assert found("c_10") == [made["c_100"], made["c_10"]]
+    assert found("cx10") == [made["cx10"]]
+    assert found(corr[:6]) == [made["d_1"]]
+    assert found(str(made["d_1"])) == [made["d_1"]]
+    assert queue.count_jobs(db, queue.JobFilter(search="c")) == 4
     assert queue.count_jobs(db, newer_than=made["c%1"]) == 1
     by_type = queue.list_jobs(db, sort="type")
     assert [j.id for j in by_type] == sorted(made.values(), reverse=True)
