@@ -58,6 +58,7 @@ class WindowTable(DataTable[Text]):
                          show_cursor=True)
         self._shown: list[tuple[Text, ...]] = []
         self._styled_state: object = None
+        self._meta_styles: dict[tuple[int, int], Style] = {}
         # False: an ordinary table (attempts, metrics, workers) that still knows j/k/g/G.
         self.windowed = windowed
 
@@ -148,11 +149,15 @@ class WindowTable(DataTable[Text]):
         component_style, post_style = self._get_styles_to_render_cell(
             False, False, False, hover, cursor, self.show_cursor, self._show_hover_cursor,
             self.cursor_foreground_priority == "css", self.cursor_background_priority == "css")
-        pre = base_style + Style.from_meta({"row": row_index, "column": column_index})
-        pre = pre + component_style
-        console = self.app.console
-        text_style = console.get_style(value.style, default=Style.null())
-        blank = pre + post_style
+        # Styles first (shared by every cell of a row or column: Rich caches the sums),
+        # then the cell's own meta (its row and column, for clicks) added once.
+        meta = self._meta_styles.get((row_index, column_index))
+        if meta is None:
+            meta = self._meta_styles[row_index, column_index] = Style.from_meta(
+                {"row": row_index, "column": column_index})
+        pre = base_style + component_style
+        text_style = self.app.console.get_style(value.style, default=Style.null())
+        blank = pre + post_style + meta
         pad = self.cell_padding
         inner = max(0, width - 2 * pad)
         plain = value.plain
@@ -164,7 +169,7 @@ class WindowTable(DataTable[Text]):
         if pad:
             segments.append(Segment(" " * pad, blank))
         if plain:
-            segments.append(Segment(plain, (pre + text_style) + post_style))
+            segments.append(Segment(plain, pre + text_style + post_style + meta))
         if inner - length + pad > 0:
             segments.append(Segment(" " * (inner - length + pad), blank))
         lines = [segments]
