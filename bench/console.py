@@ -89,6 +89,11 @@ WHERE j.status NOT IN ('pending', 'running')
 """
 
 
+def _pair(values: Any, digits: int = 1) -> str:
+    """Two figures as the tables show them: "median / p95" or "at the end / peak"."""
+    return f"{values[0]:.{digits}f} / {values[1]:.{digits}f}"
+
+
 def seed(db: Any, rows: int, pending: int, due_type: str = "customer") -> float:
     """Bulk-insert the jobs and their attempts; returns the seconds it took."""
     from sqlalchemy import text
@@ -422,14 +427,14 @@ def render(results: dict[str, dict[str, Any]], rows: int, pending: int) -> str:
         row("  embedded worker claiming (ms after create_app)",
             [f"{x['worker_ready_ms']:.0f}" for x in consoles])
         row("refresh, median / p95 (ms)",
-            [f"{x['refresh_ms'][0]:.1f} / {x['refresh_ms'][1]:.1f}" for x in consoles], "<= 50")
+            [_pair(x['refresh_ms']) for x in consoles], "<= 50")
         row("key to the frame showing it, median / p95 (ms)",
-            [f"{x['key_ms'][0]:.1f} / {x['key_ms'][1]:.1f}" for x in consoles], "<= 50")
+            [_pair(x['key_ms']) for x in consoles], "<= 50")
         for key in consoles[0]["keys_ms"]:
             row(f"  key `{key}`, median / max (ms)",
-                [f"{x['keys_ms'][key][0]:.1f} / {x['keys_ms'][key][1]:.1f}" for x in consoles])
+                [_pair(x['keys_ms'][key]) for x in consoles])
         row("pilot.press + pause (old harness figure), median / p95 (ms)",
-            [f"{x['pilot_key_ms'][0]:.1f} / {x['pilot_key_ms'][1]:.1f}" for x in consoles])
+            [_pair(x['pilot_key_ms']) for x in consoles])
         row("  the same on a bare Textual DataTable: the pilot's own cost (ms)",
             [f"{results['_floor']:.1f}" for _ in consoles])
         alone = [results[c].get("console_alone") for c in cols]
@@ -437,18 +442,18 @@ def render(results: dict[str, dict[str, Any]], rows: int, pending: int) -> str:
             row("the same console with no worker: first frame (ms)",
                 [f"{x['first_frame_ms']:.0f}" for x in alone])
             row("  refresh, median / p95 (ms)",
-                [f"{x['refresh_ms'][0]:.1f} / {x['refresh_ms'][1]:.1f}" for x in alone])
+                [_pair(x['refresh_ms']) for x in alone])
             row("  key to the frame showing it, median / p95 (ms)",
-                [f"{x['key_ms'][0]:.1f} / {x['key_ms'][1]:.1f}" for x in alone])
+                [_pair(x['key_ms']) for x in alone])
             for key in ("pane 2", "pane 1", "G"):
                 row(f"  key `{key}`, median / max (ms)",
-                    [f"{x['keys_ms'][key][0]:.1f} / {x['keys_ms'][key][1]:.1f}" for x in alone])
+                    [_pair(x['keys_ms'][key]) for x in alone])
             row("  RSS console process, at the end / peak (MB)",
-                [f"{x['rss_mb'][0]:.0f} / {x['rss_mb'][1]:.0f}" for x in alone])
+                [_pair(x['rss_mb'], 0) for x in alone])
         row("RSS console process, at the end / peak (MB)",
-            [f"{x['rss_mb'][0]:.0f} / {x['rss_mb'][1]:.0f}" for x in consoles], "< 150")
+            [_pair(x['rss_mb'], 0) for x in consoles], "< 150")
         row("RSS worker child, at the end / peak (MB)",
-            [f"{x['child_rss_mb'][0]:.0f} / {x['child_rss_mb'][1]:.0f}" for x in consoles])
+            [_pair(x['child_rss_mb'], 0) for x in consoles])
         row("RSS multiprocessing's resource tracker (MB)",
             [f"{x['helper_rss_mb']:.0f}" for x in consoles])
         row("embedded worker meanwhile (jobs/s)",
