@@ -123,10 +123,10 @@ def cancel(db: Database, job_id: int, *, actor: str | None = None) -> str:
             if res.rowcount != 1:
                 continue
             if row.status == RUNNING:
-                hotpath.close_attempts(conn, db.is_postgres, [(
+                hotpath.close_attempts(conn, db.is_postgres, [hotpath.EndedAttempt(
                     job_id, row.lease_token, row.lease_owner or "unknown",
                     row.lease_acquired_at or now, now, None, OUTCOME_CANCELED, "Canceled",
-                    f"canceled by {actor} while running", None)])
+                    f"canceled by {actor} while running")])
             _audit(conn, "cancel", job_id, actor, detail=f"was {row.status}")
             return str(row.status)
     raise ControlError(f"job {job_id} kept changing under the cancel; try again")

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection
 
@@ -150,7 +150,10 @@ def claim(conn: Connection, is_postgres: bool, worker_id: str, limit: int, now: 
 # dead_error*; failed sets finished_at and last_error*. The attempt row is inserted by the
 # same statement, for the jobs whose fence held.
 
-_PG_COMPLETE = """
+# The job status each outcome leads to, as SQL (from _STATUS_FOR).
+_STATUS_CASES = " ".join(f"WHEN '{o}' THEN '{st}'" for o, st in _STATUS_FOR.items())
+
+_PG_COMPLETE = f"""
 WITH v AS (
     SELECT * FROM unnest(%(id)b::int[], %(tok)b::int[], %(outcome)b::text[], %(fin)b::float8[],
                          %(dur)b::float8[], %(http)b::int[], %(res)b::text[],
@@ -159,8 +162,7 @@ WITH v AS (
         AS v(id, tok, outcome, fin, dur, http, res, err_t, err_m, nxt, started)
 ), done AS (
     UPDATE sync_jobs AS j SET
-        status = CASE v.outcome WHEN 'success' THEN 'success' WHEN 'retry' THEN 'pending'
-                                WHEN 'dead' THEN 'dead' ELSE 'failed' END,
+        status = CASE v.outcome {_STATUS_CASES} END,
         result = CASE WHEN v.outcome = 'success' THEN v.res::json ELSE j.result END,
         finished_at = CASE WHEN v.outcome = 'retry' THEN j.finished_at ELSE v.fin END,
         next_run_at = CASE WHEN v.outcome = 'retry' THEN v.nxt ELSE j.next_run_at END,
@@ -231,11 +233,25 @@ _LEASE_LOST = {pg: _upsert_attempt(pg, (OUTCOME_LEASE_EXPIRED,)) for pg in (True
 _CLOSE = {pg: _upsert_attempt(pg, None) for pg in (True, False)}
 
 
-def close_attempts(conn: Connection, is_postgres: bool,
-                   rows: Sequence[tuple[Any, ...]], *, lease_lost: bool = False) -> None:
+class EndedAttempt(NamedTuple):
+    """One attempt row, in the column order of the statements above."""
+
+    job_id: int
+    number: int
+    worker_id: str
+    started_at: float
+    finished_at: float
+    duration_ms: float | None
+    outcome: str
+    error_type: str | None
+    error_message: str | None
+    http_status: int | None = None
+
+
+def close_attempts(conn: Connection, is_postgres: bool, rows: Sequence[EndedAttempt], *,
+                   lease_lost: bool = False) -> None:
     """Write the rows of attempts that ended outside a completion batch (lease lost or
-    expired, released, canceled). Each row: (job_id, number, worker_id, started_at,
-    finished_at, duration_ms, outcome, error_type, error_message, http_status)."""
+    expired, released, canceled)."""
     if not rows:
         return
     sql = (_LEASE_LOST if lease_lost else _CLOSE)[is_postgres]
@@ -290,17 +306,20 @@ def complete(conn: Connection, is_postgres: bool,
                 for c in held])
             if cur.rowcount != len(held):  # pragma: no cover - a duplicate in the batch
                 raise RuntimeError("completion batch changed under the write lock")
-            raw.executemany(_CLOSE[False], [
-                (c.job_id, c.lease_token, c.worker_id, c.started_at, c.finished_at,
-                 c.duration_ms, c.outcome, c.error_type, c.error_message, c.http_status)
-                for c in held])
+            close_attempts(conn, False, [_ended(c, c.outcome, c.error_type, c.error_message)
+                                         for c in held])
     applied = [c.job_id in applied_ids for c in completions]
     close_attempts(conn, is_postgres, [
-        (c.job_id, c.lease_token, c.worker_id, c.started_at, c.finished_at, c.duration_ms,
-         OUTCOME_LEASE_LOST, "LeaseLost", f"late result ({c.outcome}) discarded: lease lost",
-         c.http_status)
+        _ended(c, OUTCOME_LEASE_LOST, "LeaseLost",
+               f"late result ({c.outcome}) discarded: lease lost")
         for c, ok in zip(completions, applied, strict=True) if not ok], lease_lost=True)
     return applied
+
+
+def _ended(c: Completion, outcome: str, error_type: str | None,
+           message: str | None) -> EndedAttempt:
+    return EndedAttempt(c.job_id, c.lease_token, c.worker_id, c.started_at, c.finished_at,
+                        c.duration_ms, outcome, error_type, message, c.http_status)
 
 
 # --- bulk enqueue -----------------------------------------------------------------------------

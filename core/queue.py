@@ -30,6 +30,7 @@ from sqlalchemy import (
 
 from core import clock, hotpath
 from core.db import Database, chunks
+from core.hotpath import EndedAttempt
 from core.models import (
     ACTIVE_STATUSES,
     DEAD,
@@ -258,8 +259,8 @@ def abandon(db: Database, worker_id: str, lost: Mapping[int, tuple[int, float]],
     now = clock.now()
     with db.write() as conn:
         hotpath.close_attempts(conn, db.is_postgres, [
-            (job_id, token, worker_id, started, now, None, OUTCOME_LEASE_LOST, "LeaseLost",
-             message, None)
+            EndedAttempt(job_id, token, worker_id, started, now, None, OUTCOME_LEASE_LOST,
+                         "LeaseLost", message)
             for job_id, (token, started) in lost.items()], lease_lost=True)
 
 
@@ -268,7 +269,7 @@ def release(db: Database, worker_id: str, held: Mapping[int, int]) -> int:
     if not held:
         return 0
     now = clock.now()
-    closed: list[tuple[Any, ...]] = []
+    closed: list[EndedAttempt] = []
     with db.write() as conn:
         for job_id, token in held.items():
             started = conn.execute(
@@ -281,9 +282,9 @@ def release(db: Database, worker_id: str, held: Mapping[int, int]) -> int:
                 .returning(jobs_t.c.lease_acquired_at)
             ).scalar()
             if started is not None:
-                closed.append((job_id, token, worker_id, started, now, None, OUTCOME_RELEASED,
-                               "Released", "worker shut down before finishing; not counted",
-                               None))
+                closed.append(EndedAttempt(
+                    job_id, token, worker_id, started, now, None, OUTCOME_RELEASED,
+                    "Released", "worker shut down before finishing; not counted"))
         hotpath.close_attempts(conn, db.is_postgres, closed)
         if closed:
             db.notify(conn)
@@ -312,7 +313,7 @@ def recover_expired(
     if db.is_postgres:
         candidates = candidates.with_for_update(skip_locked=True)
     recovered: list[tuple[int, str]] = []
-    closed: list[tuple[Any, ...]] = []
+    closed: list[EndedAttempt] = []
     with db.write() as conn:
         for job_id, token, count, max_attempts, owner, started in conn.execute(candidates):
             message = f"lease expired: worker {owner} stopped renewing it"
@@ -332,8 +333,8 @@ def recover_expired(
             )
             if res.rowcount != 1:
                 continue
-            closed.append((job_id, token, owner or "unknown", started or now, now, None,
-                           OUTCOME_LEASE_EXPIRED, "LeaseExpired", message, None))
+            closed.append(EndedAttempt(job_id, token, owner or "unknown", started or now, now,
+                                       None, OUTCOME_LEASE_EXPIRED, "LeaseExpired", message))
             recovered.append((job_id, values["status"]))
         hotpath.close_attempts(conn, db.is_postgres, closed)
         if any(status == PENDING for _, status in recovered):
