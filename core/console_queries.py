@@ -1,7 +1,8 @@
 """Read queries shaped for the console's live views (no Textual, no Rich here).
 
 The job window itself is core.queue's list_jobs / count_jobs (index walks at a million
-rows: see JobFilter.conditions and SORTS); these are the console's extra questions.
+rows, from either end: see JobFilter.conditions and SORTS); these are the console's extra
+questions.
 """
 
 from __future__ import annotations
@@ -9,47 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sqlalchemy import func, select
-from sqlalchemy.sql import operators
 
 from core.db import Database
 from core.models import attempts_t, jobs_t
-from core.queue import JobFilter, count_jobs, list_jobs, sort_order
-from core.records import Job
-
-
-def list_window(db: Database, flt: JobFilter, *, limit: int, offset: int = 0,
-                sort: str = "age") -> list[Job]:
-    return list_jobs(db, flt, limit=limit, offset=offset, sort=sort)
-
-
-def reversed_order(sort: str) -> list[object]:
-    """The sort's ORDER BY, every column the other way: the same index walked from its
-    other end."""
-    out: list[object] = []
-    for clause in sort_order(sort):
-        column = clause.element
-        out.append(column.asc() if clause.modifier is operators.desc_op else column.desc())
-    return out
-
-
-def list_window_from_end(db: Database, flt: JobFilter, *, limit: int, offset: int = 0,
-                         sort: str = "age") -> list[Job]:
-    """The window `offset` rows before the end of the list, in list order: the index walked
-    backwards for `offset + limit` rows (G, the oldest jobs, at a million rows without
-    counting or skipping the million)."""
-    stmt = (select(jobs_t).where(*flt.conditions_for(db)).order_by(*reversed_order(sort))
-            .limit(limit))
-    if offset:
-        stmt = stmt.offset(offset)
-    with db.read() as conn:
-        jobs = [Job.from_row(r) for r in conn.execute(stmt)]
-    jobs.reverse()
-    return jobs
-
-
-def count_window(db: Database, flt: JobFilter, *, cap: int | None = None,
-                 newer_than: int | None = None) -> int:
-    return count_jobs(db, flt, cap=cap, newer_than=newer_than)
+from core.queue import JobFilter, sort_order
 
 
 def finished_since(db: Database, since: float) -> int:

@@ -27,7 +27,7 @@ from textual.screen import ModalScreen, Screen
 from core import clock, control, queue
 from core import logging as sblog
 from core.config import Settings
-from core.console_queries import finished_since, list_window
+from core.console_queries import finished_since
 from core.db import Database
 from core.handlers import registry
 from core.records import Job
@@ -553,7 +553,7 @@ def export_jobs(db: Database, flt: queue.JobFilter, sort: str, path: Path) -> in
         else:
             out.write("[\n")
         while n < EXPORT_CAP:
-            page = list_window(db, flt, limit=EXPORT_PAGE, offset=n, sort=sort)
+            page = queue.list_jobs(db, flt, limit=EXPORT_PAGE, offset=n, sort=sort)
             for job in page:
                 row = job.to_dict()
                 if writer is not None:

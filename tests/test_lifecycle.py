@@ -17,6 +17,7 @@ from core.integrations.mock import SCENARIOS, MockUpstream
 from core.models import attempts_t
 from core.records import Completion
 from core.worker import Worker
+from tests.helpers import async_wait_for
 
 TYPES = registry.names()
 
@@ -296,10 +297,7 @@ def test_running_cancel_stops_the_handler(db: Database, settings: Settings) -> N
         await asyncio.wait_for(started.wait(), 10)
         await asyncio.to_thread(control.cancel, db, job_id)
         # The lease check notices the cancel and stops the handler.
-        deadline = asyncio.get_running_loop().time() + 10
-        while worker.in_flight and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.02)
-        assert worker.in_flight == 0
+        await async_wait_for(lambda: worker.in_flight == 0, 10, message="the handler stopped")
         worker.request_stop()
         await asyncio.wait_for(task, 10)
 
@@ -386,8 +384,8 @@ def test_leases_are_renewed_while_a_long_job_runs(db: Database, settings: Settin
 
     async def scenario() -> None:
         first = asyncio.create_task(runner.run(until_empty=True))
-        while runner.in_flight == 0 and not first.done():
-            await asyncio.sleep(0.01)
+        await async_wait_for(lambda: runner.in_flight or first.done(), 10,
+                             interval=0.01, message="the runner mid-attempt")
         second = asyncio.create_task(rival.run(until_empty=True))
         await asyncio.wait_for(asyncio.gather(first, second), 30)
 
@@ -424,5 +422,11 @@ def test_search_by_entity_prefix_job_id_and_correlation(db: Database) -> None:
     assert found(str(made["d_1"])) == [made["d_1"]]
     assert queue.count_jobs(db, queue.JobFilter(search="c")) == 4
     assert queue.count_jobs(db, newer_than=made["c%1"]) == 1
+    # From the end: the same order, the last page first (G in the console).
+    for sort in ("age", "oldest", "type"):
+        whole = [j.id for j in queue.list_jobs(db, sort=sort)]
+        assert [j.id for j in queue.list_jobs(db, limit=2, sort=sort, from_end=True)] == whole[-2:]
+        assert [j.id for j in queue.list_jobs(db, limit=2, offset=1, sort=sort,
+                                              from_end=True)] == whole[-3:-1]
     by_type = queue.list_jobs(db, sort="type")
     assert [j.id for j in by_type] == sorted(made.values(), reverse=True)

@@ -7,8 +7,8 @@ changing under a status sort).
 
 `G` (the end of the list: the oldest jobs) does not count a million rows and skip them: the
 window is anchored at the end (`ListState.from_end`, `offset` rows before it) and fetched
-by walking the same index from its other end (`list_window_from_end`); the position on
-screen comes from the capped count ("… of 100,000+" when there are more).
+by walking the same index from its other end (`core.queue.list_jobs(from_end=True)`); the
+position on screen comes from the capped count ("… of 100,000+" when there are more).
 """
 
 from __future__ import annotations
@@ -25,13 +25,7 @@ from textual.timer import Timer
 from textual.widgets import DataTable, Input, Static
 
 from core import queue
-from core.console_queries import (
-    count_window,
-    job_ids,
-    latest_replays,
-    list_window,
-    list_window_from_end,
-)
+from core.console_queries import job_ids, latest_replays
 from core.db import Database
 from core.handlers import registry
 from core.models import STATUSES
@@ -186,14 +180,14 @@ class JobList(Vertical):
         def fetch() -> WindowResult:
             w = window
             if w.from_end:
-                total = count_window(db, w.flt, cap=COUNT_CAP + 1)
-                jobs = list_window_from_end(db, w.flt, limit=w.page, offset=w.end_offset,
-                                            sort=w.sort)
+                total = queue.count_jobs(db, w.flt, cap=COUNT_CAP + 1)
+                jobs = queue.list_jobs(db, w.flt, limit=w.page, offset=w.end_offset,
+                                       sort=w.sort, from_end=True)
                 if not jobs and w.end_offset > 0 and total > 0:
                     # Above the first row (jobs finished, a filter narrowed): the last
                     # page, which the end is.
                     w = replace(w, end_offset=0)
-                    jobs = list_window_from_end(db, w.flt, limit=w.page, sort=w.sort)
+                    jobs = queue.list_jobs(db, w.flt, limit=w.page, sort=w.sort, from_end=True)
                 capped = total > COUNT_CAP
                 if capped:  # where the window starts is unknown: "of 100,000+"
                     return WindowResult(w, jobs, COUNT_CAP, True, annotate(db, jobs),
@@ -201,19 +195,19 @@ class JobList(Vertical):
                 w = replace(w, offset=max(0, total - w.end_offset - len(jobs)))
                 return WindowResult(w, jobs, total, False, annotate(db, jobs))
             if w.to_bottom:
-                total = count_window(db, w.flt)  # exact: G is rare, and the index counts
+                total = queue.count_jobs(db, w.flt)  # exact: G is rare, and the index counts
                 w = replace(w, offset=max(0, total - w.page))
-                jobs = list_window(db, w.flt, limit=w.page, offset=w.offset, sort=w.sort)
+                jobs = queue.list_jobs(db, w.flt, limit=w.page, offset=w.offset, sort=w.sort)
                 return WindowResult(w, jobs, total, False, annotate(db, jobs))
             if w.anchor_id is not None:
-                w = replace(w, offset=count_window(db, w.flt, newer_than=w.anchor_id))
-            total = count_window(db, w.flt, cap=COUNT_CAP + 1)
-            jobs = list_window(db, w.flt, limit=w.page, offset=w.offset, sort=w.sort)
+                w = replace(w, offset=queue.count_jobs(db, w.flt, newer_than=w.anchor_id))
+            total = queue.count_jobs(db, w.flt, cap=COUNT_CAP + 1)
+            jobs = queue.list_jobs(db, w.flt, limit=w.page, offset=w.offset, sort=w.sort)
             if not jobs and w.offset > 0 and total > 0:
                 # The window fell off the end (jobs finished, a filter narrowed): last page.
-                exact = count_window(db, w.flt)
+                exact = queue.count_jobs(db, w.flt)
                 w = replace(w, offset=max(0, exact - w.page))
-                jobs = list_window(db, w.flt, limit=w.page, offset=w.offset, sort=w.sort)
+                jobs = queue.list_jobs(db, w.flt, limit=w.page, offset=w.offset, sort=w.sort)
             capped = total > COUNT_CAP
             if capped:  # at least this many; "+" on screen
                 total = max(COUNT_CAP, w.offset + len(jobs))
