@@ -16,6 +16,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
 from sqlalchemy.pool import NullPool
 
+from core.logging import one_line
+
 NOTIFY_CHANNEL = "syncbridge_jobs"
 
 
@@ -163,17 +165,14 @@ def wrap_errors() -> Iterator[None]:
     try:
         yield
     except OperationalError as exc:
-        msg = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-        raise DatabaseError(f"database error: {msg}") from exc
+        raise DatabaseError(f"database error: {one_line(exc.orig or exc)}") from exc
     except _DRIVER_OPERATIONAL as exc:
         # Raised by driver SQL run on the raw connection (core.hotpath), which SQLAlchemy
         # does not wrap: a lost connection, a locked file.
-        msg = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise DatabaseError(f"database error: {msg}") from exc
+        raise DatabaseError(f"database error: {one_line(exc)}") from exc
     except DBAPIError as exc:
         if exc.connection_invalidated:
-            msg = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-            raise DatabaseError(f"database connection lost: {msg}") from exc
+            raise DatabaseError(f"database connection lost: {one_line(exc.orig or exc)}") from exc
         raise
 
 

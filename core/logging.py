@@ -17,6 +17,13 @@ _sinks_lock = threading.Lock()
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 
 
+def one_line(exc: BaseException) -> str:
+    """An error as an operator reads it in a log line, a toast or the CLI: its first line,
+    or its class name when it has no message."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
 def add_sink(sink: Sink) -> Callable[[], None]:
     """Receive every event dict (after level filtering); returns an unsubscribe function."""
     with _sinks_lock:

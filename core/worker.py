@@ -32,7 +32,7 @@ from core.handlers import JobContext, Registry
 from core.handlers import registry as default_registry
 from core.integrations.clients import job_headers_var, make_clients
 from core.integrations.mock import MockUpstream
-from core.logging import get_logger
+from core.logging import get_logger, one_line
 from core.models import OUTCOME_DEAD, OUTCOME_FAILED, OUTCOME_RETRY, OUTCOME_SUCCESS
 from core.records import ClaimedJob, Completion, WorkerInfo
 
@@ -226,7 +226,7 @@ class Worker:
                 failures += 1
                 self.stats.db_errors += 1
                 delay = min(5.0, 0.1 * 2**failures)
-                self.log.warning("claim.failed", error=_one_line(exc), retry_in=delay)
+                self.log.warning("claim.failed", error=one_line(exc), retry_in=delay)
                 await self._sleep(delay)
                 continue
             for job in jobs:
@@ -283,7 +283,7 @@ class Worker:
                 failures += 1
                 self.stats.db_errors += 1
                 self._pending[:0] = batch
-                self.log.warning("complete.failed", error=_one_line(exc), batch=len(batch))
+                self.log.warning("complete.failed", error=one_line(exc), batch=len(batch))
                 await asyncio.sleep(min(5.0, 0.1 * 2**failures))
                 continue
             due_now = False
@@ -333,7 +333,7 @@ class Worker:
                 self._heartbeat_ok = True
             except _DB_ERRORS as exc:
                 if self._heartbeat_ok:
-                    self.log.warning("heartbeat.failed", error=_one_line(exc),
+                    self.log.warning("heartbeat.failed", error=one_line(exc),
                                      note="not claiming until the heartbeat is written")
                 self._heartbeat_ok = False
             await self._renew()
@@ -342,7 +342,7 @@ class Worker:
                 for job_id, status in recovered:
                     self.log.warning("lease.recovered", job_id=job_id, status=status)
             except _DB_ERRORS as exc:
-                self.log.warning("recover.failed", error=_one_line(exc))
+                self.log.warning("recover.failed", error=one_line(exc))
             await asyncio.sleep(interval)
 
     async def _renew(self) -> None:
@@ -353,7 +353,7 @@ class Worker:
             still = await self._db(queue.renew_leases, self.db, self.id, held,
                                    self.settings.lease_seconds)
         except _DB_ERRORS as exc:
-            self.log.warning("lease.renew_failed", error=_one_line(exc), jobs=len(held))
+            self.log.warning("lease.renew_failed", error=one_line(exc), jobs=len(held))
             return
         lost = {j: t for j, t in held.items()
                 if j not in still and self._held.get(j) == t and j not in self._completing}
@@ -372,7 +372,7 @@ class Worker:
             await self._db(queue.abandon, self.db, self.id, stopped,
                            "lease lost (canceled, or expired and recovered); attempt stopped")
         except _DB_ERRORS as exc:
-            self.log.warning("lease.abandon_failed", error=_one_line(exc))
+            self.log.warning("lease.abandon_failed", error=one_line(exc))
 
     def cancel_local(self, job_id: int) -> None:
         """Stop a job this worker runs right away (the console calls this after a cancel);
@@ -421,7 +421,7 @@ class Worker:
                 self.stats.released += n
                 self.log.info("worker.released", jobs=n)
             except _DB_ERRORS as exc:
-                self.log.warning("worker.release_failed", error=_one_line(exc),
+                self.log.warning("worker.release_failed", error=one_line(exc),
                                  note="leases will expire and be recovered")
         self._state = "stopped"
         try:
@@ -435,8 +435,3 @@ class Worker:
 def _fields(c: Completion) -> dict[str, Any]:
     return dict(job_id=c.job_id, attempt=c.lease_token, correlation_id=c.correlation_id,
                 duration_ms=round(c.duration_ms, 2), error_type=c.error_type)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

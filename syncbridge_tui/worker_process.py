@@ -37,6 +37,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from core.config import Settings
+from core.logging import one_line
 
 TICK_SECONDS = 0.1  # the longest a log line or a state change waits before it is sent
 IDLE_TICK_SECONDS = 0.5  # with nothing new, a status still goes out this often
@@ -54,11 +55,6 @@ class WorkerSpec:
     database_url: str
     concurrency: int
     worker_kwargs: dict[str, Any] = field(default_factory=dict)
-
-
-def one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 def _plain(event: MutableMapping[str, Any]) -> dict[str, Any]:
