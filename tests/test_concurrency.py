@@ -221,16 +221,27 @@ def test_core_never_imports_the_ui() -> None:
     assert offenders == []
 
 
-def test_idle_worker_wakes_on_enqueue_not_on_poll(db: Database, settings: Settings) -> None:
+def test_idle_worker_wakes_on_enqueue_not_on_poll(db: Database, settings: Settings,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """With a 30 s poll, only a wake-up (NOTIFY on PostgreSQL, the in-process signal on
     SQLite) can start the job within the deadline."""
     slow_poll = settings.model_copy(update={"poll_seconds": 30.0})
     worker = Worker(db, slow_poll, mock=MockUpstream())
+    empty_claims = []
+    real_claim = queue.claim
+
+    def claim(*args: object, **kwargs: object) -> list[object]:
+        jobs = real_claim(*args, **kwargs)  # type: ignore[arg-type]
+        if not jobs:
+            empty_claims.append(1)
+        return jobs  # type: ignore[return-value]
+
+    monkeypatch.setattr(queue, "claim", claim)
 
     async def scenario() -> None:
         task = asyncio.create_task(worker.run())
-        await async_wait_for(lambda: worker.state == "running", 10)
-        await asyncio.sleep(0.3)  # let the first (empty) claim pass and the worker go idle
+        # Idle: its first claim found nothing, so only a wake-up brings it back in time.
+        await async_wait_for(lambda: empty_claims, 10, message="an empty claim")
         job_id = await asyncio.to_thread(
             lambda: queue.enqueue(db, "customer", "c_1001", known_types=TYPES,
                                   max_attempts=4).job_id)

@@ -304,6 +304,14 @@ def overlapping_attempts(attempts: dict[int, list[Any]]) -> list[tuple[int, int,
     return bad
 
 
+def leases_of(db: Database, worker_id: str) -> list[tuple[int, int]]:
+    """(job, attempt number) of the attempts a worker has in flight: its live leases."""
+    with db.read() as conn:
+        return [(r[0], r[1]) for r in conn.execute(
+            select(jobs_t.c.id, jobs_t.c.lease_token).where(
+                jobs_t.c.lease_owner == worker_id, jobs_t.c.status == "running"))]
+
+
 def stuck_jobs(db: Database) -> list[int]:
     """Jobs left running, or pending: after a drain neither may remain."""
     with db.read() as conn:

@@ -74,14 +74,19 @@ def _set_connections(dbname: str, allow: bool) -> None:
         admin.execute(f'ALTER DATABASE "{dbname}" WITH ALLOW_CONNECTIONS {str(allow).lower()}')
 
 
+def _two_workers(procs, db_url: str, upstream: str, *, lease_seconds: float) -> list:
+    """Two worker processes draining the population until it is empty."""
+    spec = s.WorkerSpec(lease_seconds=lease_seconds, concurrency=8)
+    return [s.start_worker(procs, f"w{i}", db_url, upstream, spec=spec, until_empty=True,
+                           max_seconds=120) for i in range(2)]
+
+
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 def test_postgres_connections_killed_and_outage(db_url, transition_log, upstream, procs,
                                                 record):
     db = transition_log
     n = _population(db, 1200)
-    spec = s.WorkerSpec(lease_seconds=3, concurrency=8)
-    workers = [s.start_worker(procs, f"w{i}", db_url, upstream, spec=spec, until_empty=True,
-                              max_seconds=120) for i in range(2)]
+    workers = _two_workers(procs, db_url, upstream, lease_seconds=3)
     for w in workers:
         s.wait_running(procs, w, db)
     wait_for(lambda: _successes(db) > 50, timeout=30, message="the run to get going")
@@ -119,9 +124,7 @@ def test_postgres_connections_killed_and_outage(db_url, transition_log, upstream
 def test_postgres_restart(db_url, transition_log, upstream, procs, record):
     db = transition_log
     n = _population(db, 800)
-    spec = s.WorkerSpec(lease_seconds=3, concurrency=8)
-    workers = [s.start_worker(procs, f"w{i}", db_url, upstream, spec=spec, until_empty=True,
-                              max_seconds=120) for i in range(2)]
+    workers = _two_workers(procs, db_url, upstream, lease_seconds=3)
     wait_for(lambda: _successes(db) > 100, timeout=30, message="the run to get going")
     version = sorted(os.listdir("/etc/postgresql"))[-1]
     t0 = time.monotonic()
@@ -142,9 +145,7 @@ def test_sqlite_writer_holds_the_lock(db_url, transition_log, upstream, procs, r
     db = transition_log
     n = _population(db, 1000)
     # Leases outlive the lock, so the workers must simply wait and carry on.
-    spec = s.WorkerSpec(lease_seconds=10, concurrency=8)
-    workers = [s.start_worker(procs, f"w{i}", db_url, upstream, spec=spec, until_empty=True,
-                              max_seconds=120) for i in range(2)]
+    workers = _two_workers(procs, db_url, upstream, lease_seconds=10)
     holds = []
     for _ in range(2):
         wait_for(lambda: _successes(db) > 100 + 250 * len(holds), timeout=60,

@@ -17,7 +17,7 @@ import time
 from collections import Counter
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import update
 
 from core import queue
 from core.handlers import Registry
@@ -32,10 +32,20 @@ pytestmark = pytest.mark.slow
 
 
 def _running(db, worker_id: str) -> list[int]:
-    """Jobs this worker has in flight: its leases."""
-    with db.read() as conn:
-        return list(conn.execute(select(jobs_t.c.id).where(
-            jobs_t.c.lease_owner == worker_id, jobs_t.c.status == "running")).scalars())
+    return [job_id for job_id, _ in s.leases_of(db, worker_id)]
+
+
+def _full_of_hanging_jobs(procs, name: str, db, db_url: str, upstream: str, black_hole: str,
+                          *, max_seconds: float, **spec: float):
+    """A worker whose CRM never answers, started and waited for until all 8 of its slots
+    hold a hanging attempt. Returns the process and its worker id."""
+    proc = s.start_worker(procs, name, db_url, upstream, crm_url=f"{black_hole}/crm",
+                          max_seconds=max_seconds, spec=s.WorkerSpec(concurrency=8, **spec))
+    s.wait_running(procs, proc, db)
+    worker_id = s.worker_id_of(db, proc.pid)
+    wait_for(lambda: len(_running(db, worker_id)) == 8 and procs.check_deadlines() is None,
+             timeout=30, message=f"{name} full of hanging jobs")
+    return proc, worker_id
 
 
 @pytest.fixture
@@ -55,14 +65,9 @@ def test_sigterm_under_load(db_url, transition_log, upstream, black_hole, procs,
     s.enqueue(db, "customer", [f"c_{40_000 + k}" for k in range(300)], max_attempts=3)
     s.enqueue(db, "invoice", [f"i_{40_000 + k}" for k in range(300)], max_attempts=3)
 
-    w2 = s.start_worker(procs, "W2", db_url, upstream, crm_url=f"{black_hole}/crm",
-                        max_seconds=60, spec=s.WorkerSpec(
-                            lease_seconds=5, concurrency=8, shutdown_timeout_seconds=1.5,
-                            http_timeout_seconds=60))
-    s.wait_running(procs, w2, db)
-    id2 = s.worker_id_of(db, w2.pid)
-    wait_for(lambda: len(_running(db, id2)) == 8 and procs.check_deadlines() is None,
-             timeout=30, message="W2 full of hanging jobs")
+    w2, id2 = _full_of_hanging_jobs(procs, "W2", db, db_url, upstream, black_hole,
+                                    max_seconds=60, lease_seconds=5,
+                                    shutdown_timeout_seconds=1.5, http_timeout_seconds=60)
     # The slow job goes to the front of the queue, for W1 (W2 has no free slot left).
     (slow,) = s.enqueue(db, "customer", ["x_slow"], max_attempts=3)
     with db.write() as conn:
@@ -152,14 +157,9 @@ def test_second_sigterm_releases_at_once(db_url, db, upstream, black_hole, procs
     """A second signal means "now" (cli.py): a worker draining hanging attempts under a long
     shutdown timeout gives them back and exits 0 at once instead of waiting it out."""
     s.enqueue(db, "customer", [f"c_{41_000 + k}" for k in range(8)], max_attempts=3)
-    w = s.start_worker(procs, "W", db_url, upstream, crm_url=f"{black_hole}/crm",
-                       max_seconds=90, spec=s.WorkerSpec(
-                           lease_seconds=30, concurrency=8, shutdown_timeout_seconds=60,
-                           http_timeout_seconds=120))
-    s.wait_running(procs, w, db)
-    wid = s.worker_id_of(db, w.pid)
-    wait_for(lambda: len(_running(db, wid)) == 8 and procs.check_deadlines() is None,
-             timeout=30, message="8 hanging attempts")
+    w, _ = _full_of_hanging_jobs(procs, "W", db, db_url, upstream, black_hole,
+                                 max_seconds=90, lease_seconds=30,
+                                 shutdown_timeout_seconds=60, http_timeout_seconds=120)
     w.signal(signal.SIGTERM)
     wait_for(lambda: any(e.get("event") == "worker.draining" for e in w.log_events()),
              timeout=10, message="the drain to start")

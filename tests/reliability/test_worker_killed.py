@@ -12,9 +12,7 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-from sqlalchemy import select
 
-from core.models import jobs_t
 from tests.helpers import wait_for
 from tests.reliability import _support as s
 from tests.reliability.conftest import backend
@@ -23,14 +21,6 @@ pytestmark = pytest.mark.slow
 
 KILLS = 2
 LEASE = 1.5
-
-
-def _running_attempts(db, worker_id: str) -> list[tuple[int, int]]:
-    """(job, attempt number) of the attempts this worker has in flight: its leases."""
-    with db.read() as conn:
-        return [tuple(r) for r in conn.execute(
-            select(jobs_t.c.id, jobs_t.c.lease_token).where(
-                jobs_t.c.lease_owner == worker_id, jobs_t.c.status == "running"))]
 
 
 def test_worker_sigkilled_mid_attempt_repeatedly(db_url, transition_log, upstream, procs,
@@ -53,7 +43,7 @@ def test_worker_sigkilled_mid_attempt_repeatedly(db_url, transition_log, upstrea
 
         def mid_attempt(wid: str = wid, round_no: int = round_no) -> bool:
             procs.check_deadlines()
-            running = _running_attempts(db, wid)
+            running = s.leases_of(db, wid)
             # the slow job on its round_no-th attempt, in this worker's hands
             return sum(1 for j, n in running if j in slow and n == round_no) == len(slow)
 
@@ -63,7 +53,7 @@ def test_worker_sigkilled_mid_attempt_repeatedly(db_url, transition_log, upstrea
         # Read after the kill: a completion written between a read and the signal would
         # otherwise count as killed. No other worker runs yet, so the dead one's leases are
         # exactly the attempts it had in flight.
-        killed[wid] = _running_attempts(db, wid)
+        killed[wid] = s.leases_of(db, wid)
 
     final = s.start_worker(procs, "survivor", db_url, upstream, spec=spec, until_empty=True,
                            max_seconds=90)

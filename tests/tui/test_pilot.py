@@ -22,7 +22,7 @@ from syncbridge_tui.screenshots import SIZE, settle, wait_until
 from syncbridge_tui.showcase import EVIL_ENTITY, EVIL_MESSAGE
 from syncbridge_tui.text import clean
 from syncbridge_tui.widgets.log_pane import LogPane
-from tests.tui.helpers import job_list
+from tests.tui.helpers import job_list, press
 
 from .conftest import MakeApp
 
@@ -52,8 +52,7 @@ async def test_filter_by_status_and_type(showcase: MakeApp) -> None:
         await settle(pilot)
         assert shown_ids(app) == list(range(12, 0, -1))
         # all -> pending -> running -> success -> failed -> dead
-        await pilot.press("a", "a", "a", "a", "a")
-        await settle(pilot)
+        await press(pilot, "a", "a", "a", "a", "a")
         assert job_list(app).state.statuses == ("dead",)
         assert shown_ids(app) == [5, 4]
         await pilot.press("t")  # type: customer
@@ -73,21 +72,17 @@ async def test_search_and_clear(showcase: MakeApp) -> None:
     app = showcase()
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        await pilot.press("slash", *"c_fl")
-        await settle(pilot)
+        await press(pilot, "slash", *"c_fl")
         assert shown_ids(app) == [3]
         await pilot.press("enter")  # keeps the search, back to the table
         assert app.focused is job_list(app).table
-        await pilot.press("escape")
-        await settle(pilot)
+        await press(pilot, "escape")
         assert len(shown_ids(app)) == 12
         # By job id and by correlation id prefix.
-        await pilot.press("slash", *"7")
-        await settle(pilot)
+        await press(pilot, "slash", *"7")
         assert shown_ids(app) == [7]
         await pilot.press("escape")
-        await pilot.press("slash", *"0005c0ffee")
-        await settle(pilot)
+        await press(pilot, "slash", *"0005c0ffee")
         assert shown_ids(app) == [5]
 
 
@@ -95,8 +90,7 @@ async def test_replay_a_dead_job_from_its_detail_with_two_keys(showcase: MakeApp
     app = showcase()
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        await pilot.press("2")
-        await settle(pilot)
+        await press(pilot, "2")
         assert shown_ids(app) == [5, 4]
         await pilot.press("enter")
         await wait_until(pilot, lambda: isinstance(app.screen, DetailScreen))
@@ -129,8 +123,7 @@ async def test_retry_through_the_modal(showcase: MakeApp) -> None:
     app = showcase()
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        await pilot.press("2")
-        await settle(pilot)
+        await press(pilot, "2")
         await confirm(pilot, "r")  # cursor on job 5
         await wait_until(pilot, lambda: "job 5 retried: pending again with a fresh budget"
                          in messages(app))
@@ -149,8 +142,7 @@ async def test_cancel_through_the_modal_and_refusal_without_one(showcase: MakeAp
         job = queue.get_job(app.db, 12)
         assert job is not None and job.status == "canceled"
         # A finished job cannot be canceled: the console says why, no modal, no change.
-        await pilot.press("G")
-        await settle(pilot)
+        await press(pilot, "G")
         assert job_list(app).selected_id == 1
         await pilot.press("c")
         await pilot.pause()
@@ -165,8 +157,7 @@ async def test_bulk_replay_reports_new_jobs_and_refusals(showcase: MakeApp) -> N
     app = showcase()
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        await pilot.press("2")
-        await settle(pilot)
+        await press(pilot, "2")
         await pilot.press("asterisk")  # everything matching the filter
         await wait_until(pilot, lambda: set(job_list(app).state.marked) == {4, 5},
                          what="both dead letters marked")
@@ -232,8 +223,7 @@ async def test_untrusted_text_is_literal(showcase: MakeApp) -> None:
     app = showcase(untrusted=True)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        await pilot.press("2")
-        await settle(pilot)
+        await press(pilot, "2")
         table = job_list(app).table
         row = table.get_row_at(0)
         assert row[3].plain == EVIL_ENTITY  # markup kept as text
@@ -257,8 +247,7 @@ async def test_cursor_follows_its_job_and_window_is_in_place(showcase: MakeApp) 
         # 300 more jobs: the table holds one screenful, no more.
         queue.enqueue_many(app.db, "invoice", [f"i_bulk{i}" for i in range(300)],
                            known_types=registry.names(), max_attempts=4)
-        await pilot.press("g")
-        await settle(pilot)
+        await press(pilot, "g")
         page = jl.page_size()
         assert jl.table.row_count == page < 100 and jl.total == 313
         # Reading further down a full screen: the rows stay put, newcomers pile up above.
@@ -271,12 +260,10 @@ async def test_cursor_follows_its_job_and_window_is_in_place(showcase: MakeApp) 
         assert jl.selected_id == reading and jl.table.cursor_row == 3
         assert jl.state.offset == 3 and shown_ids(app)[0] == 313
         assert "↑ 3 newer (g)" in str(jl.query_one("#list-title").render())
-        await pilot.press("G")
-        await settle(pilot)
+        await press(pilot, "G")
         assert jl.state.offset == 316 - page and jl.selected_id == 1
         assert jl.table.cursor_row == page - 1
-        await pilot.press("g")
-        await settle(pilot)
+        await press(pilot, "g")
         assert jl.state.offset == 0 and jl.table.cursor_row == 0 and jl.selected_id == 316
         await pilot.press("k")  # nothing above the top
         await settle(pilot)
@@ -288,8 +275,7 @@ async def test_export_view_to_json(showcase: MakeApp, tmp_path: Path) -> None:
     target = tmp_path / "dead.json"
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        await pilot.press("2")
-        await settle(pilot)
+        await press(pilot, "2")
         await pilot.press("ctrl+s")
         await wait_until(pilot, lambda: isinstance(app.screen, ExportScreen))
         app.screen.query_one(Input).value = str(target)
@@ -338,8 +324,7 @@ async def test_palette_runs_an_action(showcase: MakeApp) -> None:
     app = showcase()
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        await pilot.press("2")
-        await settle(pilot)
+        await press(pilot, "2")
         await pilot.press("ctrl+p", *"Replay (p)")
         await pilot.pause(0.3)
         await pilot.press("enter")
