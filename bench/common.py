@@ -26,6 +26,31 @@ class Skip(Exception):
     """A system cannot run here (its package is not installed); the table says why."""
 
 
+def installed(*modules: str) -> str:
+    """The version of a peer's package (the first module), or Skip when any of its modules
+    is missing."""
+    try:
+        loaded = [importlib.import_module(m) for m in modules]
+    except ImportError as exc:
+        raise Skip(f"not installed ({exc.name}); pip install -e '.[bench]'") from None
+    return str(loaded[0].__version__)
+
+
+def pg_empty_probe(dsn: str, sql: str) -> tuple[Callable[[], bool], Callable[[], None]]:
+    """A done-check on a peer's own table: `sql` is an EXISTS over the unfinished jobs."""
+    import psycopg
+
+    conn = psycopg.connect(dsn, autocommit=True)
+    return (lambda: not conn.execute(sql).fetchone()[0], conn.close)
+
+
+def pg_count(dsn: str, sql: str, *params: Any) -> int:
+    import psycopg
+
+    with psycopg.connect(dsn) as conn:
+        return int(conn.execute(sql, params).fetchone()[0])
+
+
 def pg_dsn(dbname: str) -> str:
     return f"{PG_ADMIN_DSN.rsplit('/', 1)[0]}/{dbname}"
 

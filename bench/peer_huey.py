@@ -7,18 +7,14 @@ import sqlite3
 import time
 from typing import Any
 
-from bench.common import Control, Skip
+from bench.common import Control, installed
 
 NAME = "huey"
 latencies: list[float] = []
 
 
 def available() -> str:
-    try:
-        import huey
-    except ImportError as exc:
-        raise Skip(f"not installed ({exc.name}); pip install -e '.[bench]'") from None
-    return huey.__version__
+    return installed("huey")
 
 
 def make_huey(path: str) -> Any:

@@ -7,19 +7,14 @@ import time
 from datetime import timedelta
 from typing import Any
 
-from bench.common import Control, Skip
+from bench.common import Control, installed, pg_count, pg_empty_probe
 
 NAME = "pgqueuer"
 ENTRY = {"bench_noop": "noop", "bench_fail_once": "fail_once", "bench_probe": "probe"}
 
 
 def available() -> str:
-    try:
-        import asyncpg  # noqa: F401
-        import pgqueuer
-    except ImportError as exc:
-        raise Skip(f"not installed ({exc.name}); pip install -e '.[bench]'") from None
-    return pgqueuer.__version__
+    return installed("pgqueuer", "asyncpg")
 
 
 async def _conn(dsn: str) -> Any:
@@ -57,20 +52,13 @@ def enqueue(dsn: str, job_type: str, n: int, prefix: str = "e") -> float:
 
 
 def done_probe(dsn: str, n: int = 0) -> Any:
-    import psycopg
-
-    conn = psycopg.connect(dsn, autocommit=True)
     # A finished job leaves the queue table (its log row stays in pgqueuer_log).
-    return (lambda: not conn.execute("SELECT EXISTS (SELECT 1 FROM pgqueuer)").fetchone()[0],
-            conn.close)
+    return pg_empty_probe(dsn, "SELECT EXISTS (SELECT 1 FROM pgqueuer)")
 
 
 def verify(dsn: str, job_type: str, n: int, attempts_per_job: int) -> str | None:
-    import psycopg
-
-    with psycopg.connect(dsn) as conn:
-        ok = conn.execute("SELECT count(*) FROM pgqueuer_log WHERE status = 'successful' "
-                          "AND entrypoint = %s", (ENTRY[job_type],)).fetchone()[0]
+    ok = pg_count(dsn, "SELECT count(*) FROM pgqueuer_log WHERE status = 'successful' "
+                  "AND entrypoint = %s", ENTRY[job_type])
     return None if ok == n else f"{ok}/{n} jobs logged successful"
 
 

@@ -6,7 +6,7 @@ import asyncio
 import time
 from typing import Any
 
-from bench.common import Control, Skip
+from bench.common import Control, installed, pg_count, pg_empty_probe
 
 NAME = "procrastinate"
 ENTRY = {"bench_noop": "noop", "bench_fail_once": "fail_once", "bench_probe": "probe"}
@@ -15,11 +15,7 @@ counter = [0]
 
 
 def available() -> str:
-    try:
-        import procrastinate
-    except ImportError as exc:
-        raise Skip(f"not installed ({exc.name}); pip install -e '.[bench]'") from None
-    return procrastinate.__version__
+    return installed("procrastinate")
 
 
 def make_app(dsn: str) -> Any:
@@ -68,19 +64,13 @@ def enqueue(dsn: str, job_type: str, n: int, prefix: str = "e") -> float:
 
 
 def done_probe(dsn: str, n: int = 0) -> Any:
-    import psycopg
-
-    conn = psycopg.connect(dsn, autocommit=True)
-    sql = "SELECT EXISTS (SELECT 1 FROM procrastinate_jobs WHERE status IN ('todo', 'doing'))"
-    return (lambda: not conn.execute(sql).fetchone()[0], conn.close)
+    return pg_empty_probe(dsn, "SELECT EXISTS (SELECT 1 FROM procrastinate_jobs "
+                               "WHERE status IN ('todo', 'doing'))")
 
 
 def verify(dsn: str, job_type: str, n: int, attempts_per_job: int) -> str | None:
-    import psycopg
-
-    with psycopg.connect(dsn) as conn:
-        ok = conn.execute("SELECT count(*) FROM procrastinate_jobs WHERE status = 'succeeded' "
-                          "AND task_name = %s", (ENTRY[job_type],)).fetchone()[0]
+    ok = pg_count(dsn, "SELECT count(*) FROM procrastinate_jobs WHERE status = 'succeeded' "
+                  "AND task_name = %s", ENTRY[job_type])
     return None if ok == n else f"{ok}/{n} jobs succeeded"
 
 
