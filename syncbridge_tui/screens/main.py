@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 from typing import TYPE_CHECKING, Any
 
 from textual.app import ComposeResult
@@ -22,17 +21,6 @@ if TYPE_CHECKING:
 PANE_IDS = ("jobs", "dead", "metrics", "workers", "log")
 
 
-def quiet_collector() -> None:
-    """Every frame allocates thousands of short-lived objects (segments, strips, styles)
-    over a large heap of long-lived ones (Textual's DOM and caches, the imported modules).
-    With the default thresholds a collection of the oldest generation walked all of it
-    every few frames: 50-200 ms pauses in the middle of a key press at a million jobs.
-    What is alive once the console is on screen is frozen out of the collector's reach,
-    and the young generations are collected less often (cycles are still collected)."""
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
-
-
 class MainScreen(Screen[None]):
     # esc on the log pane (filtered to one job) goes back to every line.
     BINDINGS = keymap.bindings(keymap.LOG)
@@ -49,7 +37,6 @@ class MainScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.call_after_refresh(self.active_pane().focus_table)
-        self.call_after_refresh(quiet_collector)
 
     @property
     def pane(self) -> str:
