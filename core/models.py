@@ -21,28 +21,16 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-PENDING = "pending"
-RUNNING = "running"
-SUCCESS = "success"
-FAILED = "failed"
-DEAD = "dead"
-CANCELED = "canceled"
+# Column lengths that input validation must agree with (core.enqueue).
+JOB_TYPE_LENGTH = 64
+ENTITY_ID_LENGTH = 128
+STATUS_LENGTH = 16
+OUTCOME_LENGTH = 16
+CORRELATION_ID_LENGTH = 64
+WORKER_ID_LENGTH = 160
+ERROR_TYPE_LENGTH = 64
 
-STATUSES = (PENDING, RUNNING, SUCCESS, FAILED, DEAD, CANCELED)
-ACTIVE_STATUSES = (PENDING, RUNNING)
-FINISHED_STATUSES = (SUCCESS, FAILED, DEAD, CANCELED)
-
-# Attempt outcomes.
-OUTCOME_RUNNING = "running"
-OUTCOME_SUCCESS = "success"
-OUTCOME_RETRY = "retry"  # retryable error, job rescheduled
-OUTCOME_DEAD = "dead"  # retryable error, budget spent
-OUTCOME_FAILED = "failed"  # non-retryable error
-OUTCOME_LEASE_EXPIRED = "lease_expired"  # worker vanished; recovered by another worker
-OUTCOME_LEASE_LOST = "lease_lost"  # worker came back too late; its result was discarded
-OUTCOME_CANCELED = "canceled"  # operator canceled the job while it ran
-OUTCOME_RELEASED = "released"  # worker shut down before finishing; budget refunded
-
+# Index predicates (the statuses spelled as in core.statuses).
 ACTIVE_SQL = "status IN ('pending', 'running')"
 NOT_RUNNING_SQL = "status <> 'running'"
 
@@ -61,24 +49,24 @@ class SyncJob(Base):
     __tablename__ = "sync_jobs"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    job_type: Mapped[str] = mapped_column(_key_text(64))
-    entity_id: Mapped[str] = mapped_column(_key_text(128))
-    status: Mapped[str] = mapped_column(_key_text(16))
+    job_type: Mapped[str] = mapped_column(_key_text(JOB_TYPE_LENGTH))
+    entity_id: Mapped[str] = mapped_column(_key_text(ENTITY_ID_LENGTH))
+    status: Mapped[str] = mapped_column(_key_text(STATUS_LENGTH))
     payload: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
-    correlation_id: Mapped[str] = mapped_column(_key_text(64))
+    correlation_id: Mapped[str] = mapped_column(_key_text(CORRELATION_ID_LENGTH))
     attempt_count: Mapped[int] = mapped_column(Integer, default=0)
     max_attempts: Mapped[int] = mapped_column(Integer)
     next_run_at: Mapped[float] = mapped_column(Double)
-    lease_owner: Mapped[str | None] = mapped_column(String(160), nullable=True)
+    lease_owner: Mapped[str | None] = mapped_column(String(WORKER_ID_LENGTH), nullable=True)
     # Incremented by every claim; every write a worker makes is conditional on it.
     lease_token: Mapped[int] = mapped_column(Integer, default=0)
     lease_acquired_at: Mapped[float | None] = mapped_column(Double, nullable=True)
     lease_expires_at: Mapped[float | None] = mapped_column(Double, nullable=True)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
-    last_error_type: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    last_error_type: Mapped[str | None] = mapped_column(String(ERROR_TYPE_LENGTH), nullable=True)
     dead_error: Mapped[str | None] = mapped_column(Text, nullable=True)
-    dead_error_type: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    dead_error_type: Mapped[str | None] = mapped_column(String(ERROR_TYPE_LENGTH), nullable=True)
     is_replay: Mapped[bool] = mapped_column(Boolean, default=False)
     replay_of_job_id: Mapped[int | None] = mapped_column(
         ForeignKey("sync_jobs.id"), nullable=True
@@ -139,12 +127,12 @@ class SyncJobAttempt(Base):
     job_id: Mapped[int] = mapped_column(Integer)
     # The claim's lease token doubles as the attempt's ordinal number within its job.
     number: Mapped[int] = mapped_column(Integer)
-    worker_id: Mapped[str] = mapped_column(String(160))
+    worker_id: Mapped[str] = mapped_column(String(WORKER_ID_LENGTH))
     started_at: Mapped[float] = mapped_column(Double)
     finished_at: Mapped[float | None] = mapped_column(Double, nullable=True)
     duration_ms: Mapped[float | None] = mapped_column(Double, nullable=True)
-    outcome: Mapped[str] = mapped_column(String(16))
-    error_type: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    outcome: Mapped[str] = mapped_column(String(OUTCOME_LENGTH))
+    error_type: Mapped[str | None] = mapped_column(String(ERROR_TYPE_LENGTH), nullable=True)
     error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
     http_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
@@ -159,7 +147,7 @@ class SyncJobAttempt(Base):
 class Worker(Base):
     __tablename__ = "sync_workers"
 
-    id: Mapped[str] = mapped_column(String(160), primary_key=True)
+    id: Mapped[str] = mapped_column(String(WORKER_ID_LENGTH), primary_key=True)
     host: Mapped[str] = mapped_column(String(255))
     pid: Mapped[int] = mapped_column(Integer)
     started_at: Mapped[float] = mapped_column(Double)
