@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 import threading
@@ -10,8 +11,7 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Insert, Table, create_engine, event, text
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
 from sqlalchemy.pool import NullPool
@@ -19,6 +19,13 @@ from sqlalchemy.pool import NullPool
 from core.logging import one_line
 
 NOTIFY_CHANNEL = "syncbridge_jobs"
+
+# A worker runs its database calls on this many threads, each holding at most one pooled
+# connection at a time; a process's pool holds them plus one for its other reads (the
+# console's, the command line's), and grows with the concurrency up to a cap.
+WORKER_DB_THREADS = 3
+MIN_POOL_SIZE = WORKER_DB_THREADS + 1
+MAX_POOL_SIZE = 32
 
 
 _DRIVER_OPERATIONAL: tuple[type[Exception], ...] = (sqlite3.OperationalError,)
@@ -127,12 +134,6 @@ class Database:
         with wrap_errors(), self._read_engine.begin() as conn:
             yield conn
 
-    def insert(self, table: Table) -> Insert:
-        """A dialect INSERT that supports ON CONFLICT DO NOTHING."""
-        if self.is_postgres:
-            return postgresql.insert(table)
-        return sqlite.insert(table)
-
     def notify(self, conn: Connection) -> None:
         """Wake idle workers: NOTIFY on PostgreSQL (delivered at commit), in-process always."""
         if self.is_postgres:
@@ -167,7 +168,7 @@ def wrap_errors() -> Iterator[None]:
     except OperationalError as exc:
         raise DatabaseError(f"database error: {one_line(exc.orig or exc)}") from exc
     except _DRIVER_OPERATIONAL as exc:
-        # Raised by driver SQL run on the raw connection (core.hotpath), which SQLAlchemy
+        # Raised by driver SQL run on the raw connection (raw_connection), which SQLAlchemy
         # does not wrap: a lost connection, a locked file.
         raise DatabaseError(f"database error: {one_line(exc)}") from exc
     except DBAPIError as exc:
@@ -207,3 +208,42 @@ local_wakeup = LocalWakeup()
 def chunks(seq: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     for i in range(0, len(seq), size):
         yield seq[i : i + size]
+
+
+# --- driver SQL ---------------------------------------------------------------------------------
+#
+# The statements a busy worker repeats (claim, complete, bulk enqueue, attempt rows) are
+# written in driver SQL whose text is fixed whatever the batch size, so each is parsed and
+# planned once per connection (psycopg prepares it; sqlite3 caches it) and SQLAlchemy
+# compiles nothing. These helpers run them on the connection under a SQLAlchemy one.
+
+
+def raw_connection(conn: Connection) -> Any:
+    """The DBAPI connection under a SQLAlchemy connection, inside its open transaction."""
+    return conn.connection.driver_connection
+
+
+@contextmanager
+def pipeline(conn: Connection) -> Iterator[None]:
+    """psycopg's pipeline mode on the connection, which is dropped if the pipeline breaks:
+    a pipeline cut mid-flight (the server terminated the backend, the network went) leaves
+    psycopg unable to roll the connection back, and SQLAlchemy's attempt to would raise
+    (and log a traceback) on top of the error that matters."""
+    try:
+        with raw_connection(conn).pipeline():
+            yield
+    except Exception:
+        conn.invalidate()
+        raise
+
+
+def dumps_json(value: Any) -> str:
+    # The same text SQLAlchemy's JSON type writes (None is stored as JSON null).
+    return json.dumps(value)
+
+
+def loads_json(value: Any) -> Any:
+    # Payloads come back as text (most are JSON null: no parse for those).
+    if value is None or value == "null":
+        return None
+    return json.loads(value) if isinstance(value, str | bytes) else value

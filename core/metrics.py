@@ -3,8 +3,8 @@
 Built to cost little at a million jobs, with no counter on the workers' hot path:
 
 - counts by status (and retries) are exact. PostgreSQL: one `GROUP BY job_type, status`
-  (a hash aggregate over one scan, one snapshot). SQLite sorts for every GROUP BY, and a
-  sort of a million rows was 0.9 s: there, totals per type come from the `(job_type, id)`
+  (a hash aggregate over one scan, one snapshot). SQLite sorts for every GROUP BY, and
+  sorting every row of a big table is slow: there, totals per type come from the `(job_type, id)`
   index alone (no table row read), and the one table scan feeds the sort only the jobs
   that are not `success` or needed retries; `success` is the type's total minus the rest
   (both statements read one snapshot: SQLite's read transaction).
@@ -24,16 +24,12 @@ from sqlalchemy import Integer, Row, case, cast, func, select, text
 
 from core import clock
 from core.db import Database
-from core.models import (
-    CANCELED,
-    DEAD,
-    FAILED,
-    PENDING,
-    STATUSES,
-    SUCCESS,
-    attempts_t,
-    jobs_t,
-)
+from core.models import attempts_t, jobs_t
+from core.statuses import STATUSES, AttemptOutcome, JobStatus
+
+# Attempt outcomes that decided their job, and the ones that are not a failure.
+_DECIDED = (AttemptOutcome.SUCCESS, AttemptOutcome.FAILED, AttemptOutcome.DEAD)
+_NOT_A_FAILURE = (AttemptOutcome.SUCCESS, AttemptOutcome.RUNNING)
 
 SAMPLE_ATTEMPTS = 5000  # avg / p50 / p95 come from the most recent finished attempts
 RECENT_SAMPLE = 20_000  # finished-last-minute per type: exact up to this many jobs
@@ -95,18 +91,19 @@ def _status_counts(db: Database, conn: Any) -> list[tuple[str, str, int, int]]:
         "SELECT job_type, status, count(*), sum(CASE WHEN attempt_count > 1 THEN "
         "attempt_count - 1 ELSE 0 END) FROM sync_jobs NOT INDEXED "
         "WHERE status <> :success OR attempt_count > 1 GROUP BY job_type, status"),
-        {"success": SUCCESS}).all()
+        {"success": JobStatus.SUCCESS}).all()
     out: list[tuple[str, str, int, int]] = []
     success_retries: dict[str, int] = {}
     for job_type, status, count, retries in few:
-        if status == SUCCESS:  # only the successes that needed retries were counted
+        if status == JobStatus.SUCCESS:  # only the successes that needed retries were counted
             success_retries[job_type] = int(retries or 0)
             continue
         out.append((job_type, status, int(count), int(retries or 0)))
         totals[job_type] = totals.get(job_type, 0) - int(count)
     for job_type, rest in totals.items():
         if rest > 0 or job_type in success_retries:
-            out.append((job_type, SUCCESS, max(0, rest), success_retries.get(job_type, 0)))
+            out.append((job_type, JobStatus.SUCCESS, max(0, rest),
+                        success_retries.get(job_type, 0)))
     return out
 
 
@@ -143,7 +140,7 @@ def collect(db: Database) -> Metrics:
         by_status = _status_counts(db, conn)
         due = conn.execute(
             select(j.job_type, func.count(), func.min(j.next_run_at))
-            .where(j.status == PENDING, j.next_run_at <= now).group_by(j.job_type)
+            .where(j.status == JobStatus.PENDING, j.next_run_at <= now).group_by(j.job_type)
         ).all()
         recent_total, recent = _finished_since(conn, now - 60)
         sample: list[Row[Any]] = list(conn.execute(
@@ -184,10 +181,10 @@ def collect(db: Database) -> Metrics:
         m.p95_execution_ms = percentile(values, 0.95)
     for m in (overall, *per.values()):
         s = m.by_status
-        m.finished_jobs = s[SUCCESS] + s[FAILED] + s[DEAD] + s[CANCELED]
-        decided = s[SUCCESS] + s[FAILED] + s[DEAD]
-        m.success_rate = s[SUCCESS] / decided if decided else None
-        m.dead_letter_depth = s[DEAD]
+        decided = s[JobStatus.SUCCESS] + s[JobStatus.FAILED] + s[JobStatus.DEAD]
+        m.finished_jobs = decided + s[JobStatus.CANCELED]
+        m.success_rate = s[JobStatus.SUCCESS] / decided if decided else None
+        m.dead_letter_depth = s[JobStatus.DEAD]
     return Metrics(now, overall, dict(sorted(per.items())))
 
 
@@ -207,8 +204,8 @@ def finished_series(db: Database, *, buckets: int = 30, bucket_seconds: float = 
     with db.read() as conn:
         rows = conn.execute(
             select(index.label("i"),
-                   func.sum(case((a.outcome.in_((SUCCESS, FAILED, DEAD)), 1), else_=0)),
-                   func.sum(case((a.outcome.in_((SUCCESS, "running")), 0), else_=1)))
+                   func.sum(case((a.outcome.in_(_DECIDED), 1), else_=0)),
+                   func.sum(case((a.outcome.in_(_NOT_A_FAILURE), 0), else_=1)))
             .where(a.finished_at >= start).group_by(text("i"))
         ).all()
     for i, finished, failed in rows:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from core.config import Settings
-from core.db import Database, DatabaseError
+from core.db import MAX_POOL_SIZE, MIN_POOL_SIZE, Database, DatabaseError
 from core.migrations import upgrade
 
 
 def open_database(settings: Settings, *, migrate: bool = True) -> Database:
     """Connect, check the connection, and upgrade the schema (raises DatabaseError)."""
-    db = Database(settings.database_url, pool_size=max(4, min(32, settings.concurrency)))
+    pool_size = max(MIN_POOL_SIZE, min(MAX_POOL_SIZE, settings.concurrency))
+    db = Database(settings.database_url, pool_size=pool_size)
     try:
         db.ping()
         if migrate:

@@ -24,17 +24,18 @@ from typing import Any, TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from core import clock, queue
+from core import clock, completion, heartbeats, leases, reads
 from core.config import Settings
-from core.db import Database, DatabaseError, local_wakeup
-from core.executor import Backoff, execute
+from core.db import WORKER_DB_THREADS, Database, DatabaseError, local_wakeup
+from core.execution import execute
 from core.handlers import JobContext, Registry
 from core.handlers import registry as default_registry
 from core.integrations.clients import job_headers_var, make_clients
 from core.integrations.mock import MockUpstream
 from core.logging import get_logger, one_line
-from core.models import OUTCOME_DEAD, OUTCOME_FAILED, OUTCOME_RETRY, OUTCOME_SUCCESS
 from core.records import ClaimedJob, Completion, WorkerInfo
+from core.retry_policy import Backoff
+from core.statuses import AttemptOutcome
 
 T = TypeVar("T")
 _DB_ERRORS = (DatabaseError, SQLAlchemyError, OSError)
@@ -48,12 +49,7 @@ def make_worker_id() -> str:
 class WorkerStats:
     processed: int = 0
     succeeded: int = 0
-    retried: int = 0
-    failed: int = 0
-    dead: int = 0
-    lost: int = 0
     released: int = 0
-    db_errors: int = 0
 
 
 class Worker:
@@ -96,7 +92,8 @@ class Worker:
         self._stop: asyncio.Event | None = None
         self._flush_wake: asyncio.Event | None = None
         self._stop_requested = False
-        self._pool = ThreadPoolExecutor(max_workers=3, thread_name_prefix="syncbridge-db")
+        self._pool = ThreadPoolExecutor(max_workers=WORKER_DB_THREADS,
+                                        thread_name_prefix="syncbridge-db")
 
     # --- thread-safe controls -----------------------------------------------------------------
 
@@ -188,11 +185,12 @@ class Worker:
         self.crm, self.billing = make_clients(self.settings, self.mock)
         background: list[asyncio.Task[None]] = []
         try:
-            await self._db(queue.record_heartbeat, self.db, self._info())
+            await self._db(heartbeats.record_heartbeat, self.db, self._info())
             self._heartbeat_ok = True
             self._state = "running"
             # Every process start is a new worker id: forget ones that stopped a day ago.
-            await self._db(queue.prune_workers, self.db, clock.now() - 86400)
+            await self._db(heartbeats.prune_workers, self.db,
+                           clock.now() - heartbeats.FORGET_WORKERS_AFTER_SECONDS)
             self.log.info("worker.started", concurrency=self.concurrency,
                           database=self.db.display_url, job_types=self.registry.names())
             background = [asyncio.create_task(self._heartbeat_loop()),
@@ -219,12 +217,11 @@ class Worker:
                 await self._sleep(poll)
                 continue
             try:
-                jobs = await self._db(queue.claim, self.db, self.id, free,
+                jobs = await self._db(leases.claim, self.db, self.id, free,
                                       lease_seconds=self.settings.lease_seconds, job_types=types)
                 failures = 0
             except _DB_ERRORS as exc:
                 failures += 1
-                self.stats.db_errors += 1
                 delay = min(5.0, 0.1 * 2**failures)
                 self.log.warning("claim.failed", error=one_line(exc), retry_in=delay)
                 await self._sleep(delay)
@@ -236,7 +233,7 @@ class Worker:
             if len(jobs) < free:
                 if until_empty and not self._tasks and not self._held:
                     try:
-                        if await self._db(queue.is_drained, self.db, types):
+                        if await self._db(reads.is_drained, self.db, types):
                             self.log.info("worker.queue_empty")
                             return
                     except _DB_ERRORS:
@@ -278,10 +275,9 @@ class Worker:
             # Everything finished while the previous write was in progress goes in one batch.
             batch, self._pending = self._pending, []
             try:
-                applied = await self._db(queue.complete, self.db, batch)
+                applied = await self._db(completion.complete, self.db, batch)
             except _DB_ERRORS as exc:
                 failures += 1
-                self.stats.db_errors += 1
                 self._pending[:0] = batch
                 self.log.warning("complete.failed", error=one_line(exc), batch=len(batch))
                 await asyncio.sleep(min(5.0, 0.1 * 2**failures))
@@ -293,7 +289,7 @@ class Worker:
                     del self._held[c.job_id]
                     self._claimed_at.pop(c.job_id, None)
                 self._account(c, ok)
-                if ok and c.outcome == OUTCOME_RETRY and c.next_run_at is not None:
+                if ok and c.outcome == AttemptOutcome.RETRY and c.next_run_at is not None:
                     due_now = due_now or c.next_run_at <= c.finished_at
             if due_now and self._wake is not None:
                 # A retry with no backoff is due at once: claim it now, not at the next poll.
@@ -302,32 +298,25 @@ class Worker:
     def _account(self, c: Completion, applied: bool) -> None:
         self.stats.processed += 1
         self._finished_times.append(time.monotonic())
-        if applied and c.outcome == OUTCOME_SUCCESS:
+        if applied and c.outcome == AttemptOutcome.SUCCESS:
             self.stats.succeeded += 1
             if self._log_successes:  # thousands a second: skip building a line nobody keeps
                 self.log.info("attempt.finished", outcome=c.outcome, **_fields(c))
             return
         fields = _fields(c)
         if not applied:
-            self.stats.lost += 1
             self.log.warning("attempt.fenced", outcome="lease_lost", discarded=c.outcome, **fields)
             return
-        if c.outcome == OUTCOME_RETRY:
-            self.stats.retried += 1
-        elif c.outcome == OUTCOME_FAILED:
-            self.stats.failed += 1
-        elif c.outcome == OUTCOME_DEAD:
-            self.stats.dead += 1
         self.log.warning("attempt.finished", outcome=c.outcome, error=c.error_message,
                          http_status=c.http_status, next_run_at=clock.iso(c.next_run_at),
                          **fields)
 
     async def _heartbeat_loop(self) -> None:
         assert self._stop is not None
-        interval = max(0.05, min(self.settings.lease_seconds / 3.0, 5.0))
+        interval = heartbeats.heartbeat_interval(self.settings.lease_seconds)
         while True:
             try:
-                await self._db(queue.record_heartbeat, self.db, self._info())
+                await self._db(heartbeats.record_heartbeat, self.db, self._info())
                 if not self._heartbeat_ok:
                     self.log.info("heartbeat.restored")
                 self._heartbeat_ok = True
@@ -338,7 +327,7 @@ class Worker:
                 self._heartbeat_ok = False
             await self._renew()
             try:
-                recovered = await self._db(queue.recover_expired, self.db, backoff=self.backoff)
+                recovered = await self._db(leases.recover_expired, self.db, backoff=self.backoff)
                 for job_id, status in recovered:
                     self.log.warning("lease.recovered", job_id=job_id, status=status)
             except _DB_ERRORS as exc:
@@ -350,7 +339,7 @@ class Worker:
         if not held:
             return
         try:
-            still = await self._db(queue.renew_leases, self.db, self.id, held,
+            still = await self._db(leases.renew_leases, self.db, self.id, held,
                                    self.settings.lease_seconds)
         except _DB_ERRORS as exc:
             self.log.warning("lease.renew_failed", error=one_line(exc), jobs=len(held))
@@ -364,12 +353,11 @@ class Worker:
             if task is not None:
                 task.cancel()
             del self._held[job_id]
-            self.stats.lost += 1
             self.log.warning("lease.lost", job_id=job_id, attempt=lost[job_id],
                              note="job canceled or lease taken over; attempt stopped")
         stopped = {j: (t, self._claimed_at.pop(j, clock.now())) for j, t in lost.items()}
         try:
-            await self._db(queue.abandon, self.db, self.id, stopped,
+            await self._db(leases.abandon, self.db, self.id, stopped,
                            "lease lost (canceled, or expired and recovered); attempt stopped")
         except _DB_ERRORS as exc:
             self.log.warning("lease.abandon_failed", error=one_line(exc))
@@ -417,7 +405,7 @@ class Worker:
         unfinished_leases = {j: t for j, t in self._held.items() if j not in self._completing}
         if unfinished_leases:
             try:
-                n = await self._db(queue.release, self.db, self.id, unfinished_leases)
+                n = await self._db(leases.release, self.db, self.id, unfinished_leases)
                 self.stats.released += n
                 self.log.info("worker.released", jobs=n)
             except _DB_ERRORS as exc:
@@ -425,7 +413,7 @@ class Worker:
                                  note="leases will expire and be recovered")
         self._state = "stopped"
         try:
-            await self._db(queue.record_heartbeat, self.db, self._info())
+            await self._db(heartbeats.record_heartbeat, self.db, self._info())
         except _DB_ERRORS:
             pass
         self.log.info("worker.stopped", processed=self.stats.processed,

@@ -1,0 +1,66 @@
+"""One attempt: call the handler, classify what happened, build its Completion (retry,
+dead or failed by core.retry_policy's rule)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from pydantic import ValidationError as PydanticValidationError
+
+from core import clock
+from core.handlers import Handler, JobContext
+from core.integrations.errors import SyncError, UpstreamRateLimited
+from core.records import ClaimedJob, Completion
+from core.retry_policy import Backoff, retry_or_dead
+from core.statuses import AttemptOutcome
+
+MAX_ERROR_CHARS = 2000
+
+
+async def execute(job: ClaimedJob, handler: Handler | None, ctx: JobContext,
+                  backoff: Backoff, worker_id: str) -> Completion:
+    started_at = clock.now()
+    t0 = time.perf_counter()
+    http_status: int | None = None
+    retry_after: float | None = None
+    outcome: AttemptOutcome
+    try:
+        if handler is None:
+            raise LookupError(f"no handler registered for job type {job.job_type!r}")
+        result = await handler(ctx)
+        if result is not None and not isinstance(result, dict):
+            result = {"value": result}
+        outcome, error_type, message = AttemptOutcome.SUCCESS, None, None
+    except asyncio.CancelledError:
+        raise
+    except SyncError as exc:
+        result = None
+        http_status = exc.http_status
+        error_type, message = exc.error_type, exc.message
+        if isinstance(exc, UpstreamRateLimited):
+            retry_after = exc.retry_after
+        outcome = AttemptOutcome.RETRY if exc.retryable else AttemptOutcome.FAILED
+    except PydanticValidationError as exc:
+        result = None
+        error_type, message = "ValidationError", str(exc).splitlines()[0]
+        outcome = AttemptOutcome.FAILED
+    except Exception as exc:  # a bug in a handler fails its job, never the worker
+        result = None
+        error_type, message = type(exc).__name__, str(exc) or type(exc).__name__
+        outcome = AttemptOutcome.FAILED
+    duration_ms = (time.perf_counter() - t0) * 1000.0
+    finished_at = clock.now()
+    next_run_at = None
+    if outcome == AttemptOutcome.RETRY:
+        outcome = retry_or_dead(job.attempt_count, job.max_attempts)
+        if outcome == AttemptOutcome.RETRY:
+            next_run_at = finished_at + backoff(job.attempt_count, retry_after)
+    if message and len(message) > MAX_ERROR_CHARS:
+        message = message[: MAX_ERROR_CHARS - 1] + "…"
+    return Completion(
+        job_id=job.id, lease_token=job.lease_token, worker_id=worker_id, outcome=outcome,
+        started_at=started_at, finished_at=finished_at, duration_ms=duration_ms,
+        result=result, error_type=error_type, error_message=message,
+        http_status=http_status, next_run_at=next_run_at, correlation_id=job.correlation_id,
+    )
