@@ -7,7 +7,7 @@ with live leases, and `--pending` due jobs for the embedded worker to drain: the
 attempt (a running job's attempt in flight has none). Then it measures, on the same
 database:
 
-- the core reads the console is built on (core.queue.list_jobs limit 50, count_jobs with
+- the core reads the console is built on (core.reads.list_jobs limit 50, count_jobs with
   a cap, core.metrics.collect), median of 5;
 - the console itself, in a process of its own (syncbridge_tui.app.create_app run headless
   with Textual's pilot, the embedded worker on and draining in its child process): first
@@ -133,16 +133,16 @@ def timed(fn: Callable[[], Any], times: int = 5) -> float:
 
 
 def core_reads(db: Any) -> dict[str, float]:
-    from core import metrics, queue
+    from core import metrics, reads
 
-    dead = queue.JobFilter(statuses=("dead",))
+    dead = reads.JobFilter(statuses=("dead",))
     return {
-        "list_jobs(limit=50)": timed(lambda: queue.list_jobs(db, limit=50)),
-        "list_jobs(dead, limit=50)": timed(lambda: queue.list_jobs(db, dead, limit=50)),
+        "list_jobs(limit=50)": timed(lambda: reads.list_jobs(db, limit=50)),
+        "list_jobs(dead, limit=50)": timed(lambda: reads.list_jobs(db, dead, limit=50)),
         "list_jobs(search='c_5000', limit=50)": timed(
-            lambda: queue.list_jobs(db, queue.JobFilter(search="c_5000"), limit=50)),
-        "count_jobs(cap=10000)": timed(lambda: queue.count_jobs(db, cap=10_000)),
-        "count_jobs(dead, cap=10000)": timed(lambda: queue.count_jobs(db, dead, cap=10_000)),
+            lambda: reads.list_jobs(db, reads.JobFilter(search="c_5000"), limit=50)),
+        "count_jobs(cap=10000)": timed(lambda: reads.count_jobs(db, cap=10_000)),
+        "count_jobs(dead, cap=10000)": timed(lambda: reads.count_jobs(db, dead, cap=10_000)),
         "metrics.collect()": timed(lambda: metrics.collect(db), times=3),
     }
 
@@ -316,10 +316,10 @@ async def drive_console(url: str, concurrency: int, worker: bool = True) -> dict
         elapsed = time.perf_counter() - w_start
         processed = (engine.processed if engine else 0) - processed0
         out["worker_jobs_per_s"] = processed / elapsed if elapsed else 0.0
-        from core import queue
+        from core import reads
 
         # Still due when the measurements ended: > 0 means the worker drained throughout.
-        out["due_left"] = queue.count_jobs(app.db, queue.JobFilter(statuses=("pending",)))
+        out["due_left"] = reads.count_jobs(app.db, reads.JobFilter(statuses=("pending",)))
         out["rss_mb"] = proc_rss_mb()
         pid = engine.pid if engine else None
         out["child_rss_mb"] = proc_rss_mb(pid) if pid else (0.0, 0.0)

@@ -1,4 +1,4 @@
-"""SyncBridge under the benchmark: bulk enqueue through `core.queue.enqueue_many`, workers
+"""SyncBridge under the benchmark: bulk enqueue through `core.enqueue.enqueue_many`, workers
 through `core.worker.Worker` with the bench job types of `bench.jobs` (public registry)."""
 
 from __future__ import annotations
@@ -37,14 +37,14 @@ def prepare(target: str) -> None:
 
 def enqueue(target: str, job_type: str, n: int, prefix: str = "e") -> float:
     """Enqueue n jobs of one type in bulk; returns the seconds the enqueue call took."""
-    from core import queue
+    import core.enqueue
 
     db = _open(target)
     ids = [f"{prefix}{i}" for i in range(n)]
     known = [*jobs.registry.names(), "customer"]
     try:
         t0 = time.perf_counter()
-        res = queue.enqueue_many(db, job_type, ids, known_types=known, max_attempts=4)
+        res = core.enqueue.enqueue_many(db, job_type, ids, known_types=known, max_attempts=4)
         elapsed = time.perf_counter() - t0
     finally:
         db.dispose()
@@ -126,13 +126,13 @@ async def worker(cfg: dict[str, Any], ctl: Control) -> dict[str, Any]:
 
 def enqueue_probe(target: str) -> Callable[[int], None]:
     """One probe job per call, its payload carrying the enqueue time."""
-    from core import queue
+    import core.enqueue
 
     db = _open(target)
     names = jobs.registry.names()
 
     def one(i: int) -> None:
-        queue.enqueue(db, jobs.PROBE, f"p{i}", known_types=names, max_attempts=4,
+        core.enqueue.enqueue(db, jobs.PROBE, f"p{i}", known_types=names, max_attempts=4,
                       payload={"t": time.time()})
 
     return one

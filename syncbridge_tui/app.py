@@ -25,12 +25,12 @@ from rich.text import Text
 from textual.app import App, SystemCommand
 from textual.screen import ModalScreen, Screen
 
-from core import clock, control, queue
+from core import clock, enqueue, operator_actions, reads
 from core import logging as sblog
 from core.config import Settings
-from core.console_queries import finished_since
 from core.db import Database
 from core.handlers import registry
+from core.reads import finished_since
 from core.records import Job
 from syncbridge_tui import keymap
 from syncbridge_tui.engine import EmbeddedWorker, LogBuffer
@@ -46,8 +46,9 @@ from syncbridge_tui.widgets.log_pane import LogPane
 
 T = TypeVar("T")
 
-ALLOWED_FROM = {"retry": control.RETRYABLE_FROM, "replay": control.REPLAYABLE_FROM,
-                "cancel": control.CANCELABLE_FROM}
+ALLOWED_FROM = {"retry": operator_actions.RETRYABLE_FROM,
+                "replay": operator_actions.REPLAYABLE_FROM,
+                "cancel": operator_actions.CANCELABLE_FROM}
 PAST = {"retry": "retried", "replay": "replayed", "cancel": "canceled"}
 EXPORT_PAGE, EXPORT_CAP = 1000, 1_000_000
 JOBS_PER_SECOND_WINDOW = 10.0
@@ -444,10 +445,10 @@ class SyncBridgeApp(App[int]):
                     on_done: Callable[[list[int]], None]) -> None:
         db, engine = self.db, self.engine
 
-        def work() -> control.BulkOutcome:
-            return control.bulk(db, verb, ids)
+        def work() -> operator_actions.BulkOutcome:
+            return operator_actions.bulk(db, verb, ids)
 
-        def done(out: control.BulkOutcome) -> None:
+        def done(out: operator_actions.BulkOutcome) -> None:
             if verb == "cancel" and engine is not None:
                 for job_id in out.done:
                     engine.cancel_local(job_id)
@@ -457,7 +458,7 @@ class SyncBridgeApp(App[int]):
 
         self.in_thread(work, done)
 
-    def _report(self, verb: str, ids: list[int], out: control.BulkOutcome) -> None:
+    def _report(self, verb: str, ids: list[int], out: operator_actions.BulkOutcome) -> None:
         if len(ids) == 1:
             job_id = ids[0]
             if job_id in out.refused:
@@ -488,8 +489,8 @@ class SyncBridgeApp(App[int]):
         self.notify(clean("; ".join(parts), 400), title=f"{verb.capitalize()}: {len(ids)} jobs",
                     severity=severity, timeout=10 if out.refused else 5)
 
-    def enqueue_one(self, job_type: str, entity_id: str) -> queue.EnqueueResult:
-        return queue.enqueue(self.db, job_type, entity_id, known_types=registry.names(),
+    def enqueue_one(self, job_type: str, entity_id: str) -> enqueue.EnqueueResult:
+        return enqueue.enqueue(self.db, job_type, entity_id, known_types=registry.names(),
                              max_attempts=self.settings.max_attempts)
 
     def action_enqueue(self) -> None:
@@ -506,7 +507,7 @@ class SyncBridgeApp(App[int]):
 
     # --- export ----------------------------------------------------------------------------------
 
-    def export_view(self, flt: queue.JobFilter, sort: str, what: str) -> None:
+    def export_view(self, flt: reads.JobFilter, sort: str, what: str) -> None:
         stamp = datetime.fromtimestamp(clock.now(), UTC).strftime("%Y%m%d-%H%M%S")
         name = what.replace(" ", "-")
         desc = Text(f"{what}: ", style="bold")
@@ -556,7 +557,7 @@ class SyncBridgeApp(App[int]):
         self.call_later(self.run_action, key.action, target)
 
 
-def export_jobs(db: Database, flt: queue.JobFilter, sort: str, path: Path) -> int:
+def export_jobs(db: Database, flt: reads.JobFilter, sort: str, path: Path) -> int:
     """Every job matching the view, streamed page by page (never all in memory)."""
     as_json = path.suffix.lower() == ".json"
     n = 0
@@ -568,7 +569,7 @@ def export_jobs(db: Database, flt: queue.JobFilter, sort: str, path: Path) -> in
         else:
             out.write("[\n")
         while n < EXPORT_CAP:
-            page = queue.list_jobs(db, flt, limit=EXPORT_PAGE, offset=n, sort=sort)
+            page = reads.list_jobs(db, flt, limit=EXPORT_PAGE, offset=n, sort=sort)
             for job in page:
                 row = job.to_dict()
                 if writer is not None:
@@ -615,7 +616,7 @@ def run_app(args: argparse.Namespace, settings: Settings) -> int:
     try:
         seed = None
         worker_kwargs: dict[str, Any] = {}
-        if not args.read_only and not args.no_demo and queue.count_jobs(db, cap=1) == 0:
+        if not args.read_only and not args.no_demo and reads.count_jobs(db, cap=1) == 0:
             def seed() -> int:
                 return len(seed_demo(db, settings))
 

@@ -15,9 +15,10 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from core import control, metrics, queue
+from core import enqueue, heartbeats, metrics, operator_actions, reads
 from core.config import Settings, SettingsError, load_settings
 from core.db import Database, DatabaseError
+from core.errors import ControlError, DuplicateJob, InvalidInput
 from core.handlers import registry
 from core.integrations.mock import SCENARIOS
 from core.records import Job
@@ -158,21 +159,21 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
             raise CliError("--payload must be a JSON object", EXIT_USAGE)
     # Validate before touching the database, so bad input never needs a connection.
     try:
-        queue.validate_job_type(args.job_type, registry.names())
+        enqueue.validate_job_type(args.job_type, registry.names())
         for entity in ids:
-            queue.validate_entity_id(entity)
-    except queue.InvalidInput as exc:
+            enqueue.validate_entity_id(entity)
+    except InvalidInput as exc:
         raise CliError(str(exc), EXIT_USAGE) from None
     db = _open(settings)
     try:
-        results = queue.enqueue_many(db, args.job_type, ids, known_types=registry.names(),
+        results = enqueue.enqueue_many(db, args.job_type, ids, known_types=registry.names(),
                                      max_attempts=settings.max_attempts, payload=payload,
                                      correlation_id=args.correlation_id)
-    except queue.InvalidInput as exc:
+    except InvalidInput as exc:
         raise CliError(str(exc), EXIT_USAGE) from None
     if len(results) == 1:
         r = results[0]
-        job = queue.get_job(db, r.job_id)
+        job = reads.get_job(db, r.job_id)
         if not r.created:
             print(f"syncbridge: duplicate: an active {args.job_type} job for "
                   f"{clean(r.entity_id)!r} already exists: job {r.job_id}", file=sys.stderr)
@@ -206,9 +207,9 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 def cmd_jobs(args: argparse.Namespace) -> int:
     db = _open(_settings(args))
-    flt = queue.JobFilter(statuses=tuple(args.status or ()), job_type=args.job_type,
+    flt = reads.JobFilter(statuses=tuple(args.status or ()), job_type=args.job_type,
                           search=args.search)
-    jobs = queue.list_jobs(db, flt, limit=args.limit)
+    jobs = reads.list_jobs(db, flt, limit=args.limit)
     if args.json:
         _print_json([j.to_dict() for j in jobs])
     else:
@@ -218,7 +219,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
 
 def _get(db: Database, job_id: int) -> Job:
-    job = queue.get_job(db, job_id)
+    job = reads.get_job(db, job_id)
     if job is None:
         raise CliError(f"job {job_id} not found")
     return job
@@ -227,8 +228,8 @@ def _get(db: Database, job_id: int) -> Job:
 def cmd_show(args: argparse.Namespace) -> int:
     db = _open(_settings(args))
     job = _get(db, args.job_id)
-    attempts = queue.attempts_for(db, job.id)
-    replays = queue.replays_of(db, job.id)
+    attempts = reads.attempts_for(db, job.id)
+    replays = reads.replays_of(db, job.id)
     if args.json:
         _print_json({**job.to_dict(), "replayed_as": replays,
                      "attempts": [a.to_dict() for a in attempts]})
@@ -263,9 +264,9 @@ def cmd_show(args: argparse.Namespace) -> int:
 def _control(fn: Callable[[], str]) -> int:
     try:
         print(fn())
-    except control.ControlError as exc:  # JobNotFound included
+    except ControlError as exc:  # JobNotFound included
         raise CliError(str(exc)) from None
-    except queue.DuplicateJob as exc:
+    except DuplicateJob as exc:
         raise CliError(str(exc), EXIT_DUPLICATE) from None
     return EXIT_OK
 
@@ -274,7 +275,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
     db = _open(_settings(args))
 
     def go() -> str:
-        control.retry(db, args.job_id)
+        operator_actions.retry(db, args.job_id)
         return f"job {args.job_id} queued again"
 
     return _control(go)
@@ -284,7 +285,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     db = _open(_settings(args))
 
     def go() -> str:
-        was = control.cancel(db, args.job_id)
+        was = operator_actions.cancel(db, args.job_id)
         return f"job {args.job_id} canceled (was {was})"
 
     return _control(go)
@@ -294,7 +295,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     db = _open(_settings(args))
 
     def go() -> str:
-        new_id = control.replay(db, args.job_id, attempt_number=args.attempt)
+        new_id = operator_actions.replay(db, args.job_id, attempt_number=args.attempt)
         return f"job {args.job_id} replayed as job {new_id}"
 
     return _control(go)
@@ -323,7 +324,7 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 
 def cmd_workers(args: argparse.Namespace) -> int:
     db = _open(_settings(args))
-    workers = queue.list_workers(db)
+    workers = heartbeats.list_workers(db)
     if args.json:
         _print_json([w.to_dict() for w in workers])
         return EXIT_OK
@@ -336,7 +337,7 @@ def cmd_workers(args: argparse.Namespace) -> int:
 def seed_demo(db: Database, settings: Settings) -> list[tuple[str, str, int, bool]]:
     out = []
     for job_type, entity, _expected, _what in SCENARIOS:
-        r = queue.enqueue(db, job_type, entity, known_types=registry.names(),
+        r = enqueue.enqueue(db, job_type, entity, known_types=registry.names(),
                           max_attempts=settings.max_attempts)
         out.append((job_type, entity, r.job_id, r.created))
     return out

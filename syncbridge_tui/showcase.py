@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from core import clock, control, queue
+from core import clock, completion, enqueue, heartbeats, leases, operator_actions
 from core.config import Settings
 from core.db import Database
 from core.handlers import registry
@@ -44,12 +44,12 @@ class _Clock:
 def _fixed_ids(prefix: str) -> Iterator[None]:
     """Replays mint a random correlation id; pin them for byte-identical screens."""
     counter = iter(range(1, 1000))
-    original = control.new_correlation_id
-    control.new_correlation_id = lambda: f"{prefix}{next(counter):04d}".ljust(32, "0")
+    original = operator_actions.new_correlation_id
+    operator_actions.new_correlation_id = lambda: f"{prefix}{next(counter):04d}".ljust(32, "0")
     try:
         yield
     finally:
-        control.new_correlation_id = original
+        operator_actions.new_correlation_id = original
 
 
 class _Seeder:
@@ -60,14 +60,14 @@ class _Seeder:
     def enqueue(self, job_type: str, entity: str) -> int:
         self.n += 1
         cid = f"{self.n:04x}c0ffee{self.n:02d}".ljust(32, "a")
-        r = queue.enqueue(self.db, job_type, entity, known_types=registry.names(),
+        r = enqueue.enqueue(self.db, job_type, entity, known_types=registry.names(),
                           max_attempts=self.settings.max_attempts, correlation_id=cid)
         return r.job_id
 
     def attempt(self, job_id: int, outcome: str, duration_ms: float, *,
                 error: tuple[str, str, int | None] | None = None,
                 retry_in: float = 1.0, worker: str = WORKER_ID) -> None:
-        claimed = queue.claim(self.db, worker, 1, lease_seconds=30,
+        claimed = leases.claim(self.db, worker, 1, lease_seconds=30,
                               job_types=registry.names())
         assert claimed and claimed[0].id == job_id, (claimed, job_id)
         job = claimed[0]
@@ -78,7 +78,7 @@ class _Seeder:
                        result={"synced": True} if outcome == "success" else None,
                        error_type=error_type, error_message=message, http_status=http,
                        next_run_at=finished + retry_in if outcome == "retry" else None)
-        assert queue.complete(self.db, [c]) == [True]
+        assert completion.complete(self.db, [c]) == [True]
         self.clk.step(1.5 if outcome == "retry" else 0.4)
 
 
@@ -117,24 +117,24 @@ def seed_showcase(db: Database, settings: Settings, *, untrusted: bool = False) 
         flaky_invoice = s.enqueue("invoice", "i_flaky")
         s.attempt(flaky_invoice, "retry", 30.2, error=busy)
         canceled = s.enqueue("customer", "c_3001")
-        control.cancel(db, canceled, actor="operator")
+        operator_actions.cancel(db, canceled, actor="operator")
         with _fixed_ids("feed"):
-            control.replay(db, 4, actor="operator")  # job 4 is c_1002, dead
+            operator_actions.replay(db, 4, actor="operator")  # job 4 is c_1002, dead
         clk.step(0.5)
         # Left running: claimed by a second worker that is still beating.
-        queue.claim(db, OTHER_WORKER_ID, 1, lease_seconds=30, job_types=["customer"])
+        leases.claim(db, OTHER_WORKER_ID, 1, lease_seconds=30, job_types=["customer"])
         s.enqueue("customer", "c_2040")
         s.enqueue("invoice", "i_2050")
         now = clk.step(0.8)
-        queue.record_heartbeat(db, WorkerInfo(WORKER_ID, "ops-1", 4242, SHOWCASE_START - 60,
+        heartbeats.record_heartbeat(db, WorkerInfo(WORKER_ID, "ops-1", 4242, SHOWCASE_START - 60,
                                               now - 1.2, "running", 8, 0, 31))
-        queue.record_heartbeat(db, WorkerInfo(OTHER_WORKER_ID, "ops-2", 977,
+        heartbeats.record_heartbeat(db, WorkerInfo(OTHER_WORKER_ID, "ops-2", 977,
                                               SHOWCASE_START - 30, now - 0.6, "running", 4,
                                               1, 12))
-        queue.record_heartbeat(db, WorkerInfo("ops-3:1310:0badf0", "ops-3", 1310,
+        heartbeats.record_heartbeat(db, WorkerInfo("ops-3:1310:0badf0", "ops-3", 1310,
                                               SHOWCASE_START - 900, now - 240.0, "running",
                                               8, 0, 204))
-        queue.record_heartbeat(db, WorkerInfo("ops-1:4100:9e9e9e", "ops-1", 4100,
+        heartbeats.record_heartbeat(db, WorkerInfo("ops-1:4100:9e9e9e", "ops-1", 4100,
                                               SHOWCASE_START - 4000, now - 3000.0, "stopped",
                                               8, 0, 1780))
         return now

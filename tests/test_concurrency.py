@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from core import queue
+from core import enqueue, heartbeats, leases, reads
 from core.config import Settings
 from core.db import Database, DatabaseError
 from core.handlers import registry
@@ -28,13 +28,13 @@ CLI = [sys.executable, "-m", "syncbridge_tui"]
 
 def test_racing_enqueues_from_threads_make_one_job(db: Database) -> None:
     barrier = threading.Barrier(8)
-    results: list[queue.EnqueueResult] = []
+    results: list[enqueue.EnqueueResult] = []
     errors: list[BaseException] = []
 
     def go() -> None:
         try:
             barrier.wait()
-            results.append(queue.enqueue(db, "customer", "c_race", known_types=TYPES,
+            results.append(enqueue.enqueue(db, "customer", "c_race", known_types=TYPES,
                                          max_attempts=4))
         except BaseException as exc:  # reported below
             errors.append(exc)
@@ -47,7 +47,7 @@ def test_racing_enqueues_from_threads_make_one_job(db: Database) -> None:
     assert not errors
     assert len({r.job_id for r in results}) == 1
     assert sum(r.created for r in results) == 1
-    assert queue.count_jobs(db) == 1
+    assert reads.count_jobs(db) == 1
 
 
 def test_racing_enqueues_from_processes_make_one_job(db_url: str, db: Database) -> None:
@@ -63,17 +63,17 @@ def test_racing_enqueues_from_processes_make_one_job(db_url: str, db: Database) 
         data = json.loads(stdout)
         ids.add(data["id"] if p.returncode == 0 else data["existing_job_id"])
     assert len(ids) == 1
-    assert queue.count_jobs(db) == 1
+    assert reads.count_jobs(db) == 1
 
 
 def test_concurrent_claimers_never_share_a_job(db: Database, settings: Settings) -> None:
-    queue.enqueue_many(db, "customer", [f"c_{i}" for i in range(300)], known_types=TYPES,
+    enqueue.enqueue_many(db, "customer", [f"c_{i}" for i in range(300)], known_types=TYPES,
                        max_attempts=4)
     claimed: list[list[int]] = [[] for _ in range(4)]
 
     def claimer(n: int) -> None:
         while True:
-            jobs = queue.claim(db, f"w{n}", 7, lease_seconds=30, job_types=TYPES)
+            jobs = leases.claim(db, f"w{n}", 7, lease_seconds=30, job_types=TYPES)
             if not jobs:
                 return
             claimed[n].extend(j.id for j in jobs)
@@ -90,7 +90,7 @@ def test_concurrent_claimers_never_share_a_job(db: Database, settings: Settings)
 def test_worker_stops_claiming_without_its_heartbeat(db: Database, settings: Settings,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     worker = Worker(db, settings, mock=MockUpstream())
-    real = queue.record_heartbeat
+    real = heartbeats.record_heartbeat
     broken = threading.Event()
 
     def heartbeat(*args: object, **kwargs: object) -> None:
@@ -98,22 +98,22 @@ def test_worker_stops_claiming_without_its_heartbeat(db: Database, settings: Set
             raise DatabaseError("database error: simulated outage")
         real(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(queue, "record_heartbeat", heartbeat)
+    monkeypatch.setattr(heartbeats, "record_heartbeat", heartbeat)
 
     async def scenario() -> None:
         task = asyncio.create_task(worker.run())
         await async_wait_for(lambda: worker.state == "running", 10)
         broken.set()
         await async_wait_for(lambda: not worker._heartbeat_ok, 10, message="heartbeat failure")
-        job_id = queue.enqueue(db, "customer", "c_1001", known_types=TYPES,
+        job_id = enqueue.enqueue(db, "customer", "c_1001", known_types=TYPES,
                                max_attempts=4).job_id
         # Several poll intervals pass; the job must stay unclaimed.
         for _ in range(10):
             await asyncio.sleep(settings.poll_seconds)
-            assert queue.get_job(db, job_id).status == "pending"  # type: ignore[union-attr]
+            assert reads.get_job(db, job_id).status == "pending"  # type: ignore[union-attr]
         broken.clear()
         await async_wait_for(
-            lambda: queue.get_job(db, job_id).status == "success", 10,  # type: ignore[union-attr]
+            lambda: reads.get_job(db, job_id).status == "success", 10,  # type: ignore[union-attr]
             message="claim after heartbeat restored")
         worker.request_stop()
         await asyncio.wait_for(task, 10)
@@ -134,7 +134,7 @@ def test_two_worker_processes_over_real_http(db_url: str, db: Database,
                    SYNCBRIDGE_JOB_BACKOFF_SECONDS_BASE="0.05")
         subprocess.run([*CLI, "demo"], env=env, check=True, capture_output=True, timeout=60)
         extra = [f"c_{n}" for n in range(100)]
-        queue.enqueue_many(db, "customer", extra, known_types=TYPES, max_attempts=4)
+        enqueue.enqueue_many(db, "customer", extra, known_types=TYPES, max_attempts=4)
         workers = [subprocess.Popen([*CLI, "--worker-only", "--until-empty",
                                      "--concurrency", "4"], env=env,
                                     stdout=subprocess.DEVNULL,
@@ -147,12 +147,12 @@ def test_two_worker_processes_over_real_http(db_url: str, db: Database,
                 if w.poll() is None:
                     w.send_signal(signal.SIGKILL)
         assert codes == [0, 0]
-        jobs = {j.entity_id: j for j in queue.list_jobs(db, limit=1000)}
+        jobs = {j.entity_id: j for j in reads.list_jobs(db, limit=1000)}
         for _job_type, entity, expected, _ in SCENARIOS:
             assert jobs[entity].status == expected, entity
         assert all(jobs[e].status == "success" for e in extra)
         # Both workers took part, and every success wrote Billing exactly once.
-        owners = {a.worker_id for j in jobs.values() for a in queue.attempts_for(db, j.id)}
+        owners = {a.worker_id for j in jobs.values() for a in reads.attempts_for(db, j.id)}
         assert len(owners) == 2
         successes = [j for j in jobs.values() if j.status == "success"]
         writes = httpx.get(f"{base}/_stats", timeout=5).json()["billing_writes"]
@@ -202,7 +202,8 @@ def test_mock_upstream_command_serves_http(tmp_path: Path) -> None:
 def test_core_never_imports_the_ui() -> None:
     # At run time: importing the whole engine loads no Textual and no console code. (Rich may
     # be loaded by structlog's optional dev renderer; core itself never imports it, below.)
-    code = ("import sys, core.worker, core.control, core.metrics, core.runtime, core.queue;"
+    code = ("import sys, core.worker, core.operator_actions, core.metrics, core.runtime,"
+            " core.enqueue;"
             "bad=[m for m in sys.modules if m.split('.')[0] in ('textual','syncbridge_tui')];"
             "print(bad); sys.exit(1 if bad else 0)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -228,7 +229,7 @@ def test_idle_worker_wakes_on_enqueue_not_on_poll(db: Database, settings: Settin
     slow_poll = settings.model_copy(update={"poll_seconds": 30.0})
     worker = Worker(db, slow_poll, mock=MockUpstream())
     empty_claims = []
-    real_claim = queue.claim
+    real_claim = leases.claim
 
     def claim(*args: object, **kwargs: object) -> list[object]:
         jobs = real_claim(*args, **kwargs)  # type: ignore[arg-type]
@@ -236,17 +237,17 @@ def test_idle_worker_wakes_on_enqueue_not_on_poll(db: Database, settings: Settin
             empty_claims.append(1)
         return jobs  # type: ignore[return-value]
 
-    monkeypatch.setattr(queue, "claim", claim)
+    monkeypatch.setattr(leases, "claim", claim)
 
     async def scenario() -> None:
         task = asyncio.create_task(worker.run())
         # Idle: its first claim found nothing, so only a wake-up brings it back in time.
         await async_wait_for(lambda: empty_claims, 10, message="an empty claim")
         job_id = await asyncio.to_thread(
-            lambda: queue.enqueue(db, "customer", "c_1001", known_types=TYPES,
+            lambda: enqueue.enqueue(db, "customer", "c_1001", known_types=TYPES,
                                   max_attempts=4).job_id)
         await async_wait_for(
-            lambda: queue.get_job(db, job_id).status == "success", 10,  # type: ignore[union-attr]
+            lambda: reads.get_job(db, job_id).status == "success", 10,  # type: ignore[union-attr]
             message="job finished after a wake-up")
         worker.request_stop()
         await asyncio.wait_for(task, 10)
@@ -262,12 +263,12 @@ def test_pg_notify_reaches_a_worker_in_another_process(db_url: str, db: Database
     proc = subprocess.Popen([*CLI, "--worker-only"], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     try:
-        wait_for(lambda: queue.list_workers(db), 20, message="worker heartbeat")
+        wait_for(lambda: heartbeats.list_workers(db), 20, message="worker heartbeat")
         # The worker's first claim found nothing; only a NOTIFY can wake it within 10 s.
         wait_for(lambda: "worker.started" in (proc.stderr.readline() or ""), 20)  # type: ignore[union-attr]
-        job_id = queue.enqueue(db, "customer", "c_1001", known_types=TYPES,
+        job_id = enqueue.enqueue(db, "customer", "c_1001", known_types=TYPES,
                                max_attempts=4).job_id
-        wait_for(lambda: queue.get_job(db, job_id).status == "success", 10,  # type: ignore[union-attr]
+        wait_for(lambda: reads.get_job(db, job_id).status == "success", 10,  # type: ignore[union-attr]
                  message="job run after NOTIFY")
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -9,7 +9,6 @@ import httpx
 import pytest
 
 from core import clock
-from core.executor import backoff_delay
 from core.integrations.errors import (
     NotFound,
     SyncError,
@@ -18,6 +17,7 @@ from core.integrations.errors import (
     ValidationError,
 )
 from core.integrations.http import parse_retry_after, request_json
+from core.retry_policy import backoff_delay
 
 
 def test_backoff_doubles_and_caps() -> None:

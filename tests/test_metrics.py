@@ -12,7 +12,8 @@ import pytest
 
 from core import clock, metrics
 from core.db import Database
-from core.models import FINISHED_STATUSES, STATUSES, attempts_t, jobs_t
+from core.models import attempts_t, jobs_t
+from core.statuses import FINISHED_STATUSES, STATUSES
 
 NOW = 1_800_000_000.0
 TYPES = ("customer", "invoice", "contact")

@@ -12,7 +12,7 @@ import pytest
 from alembic import command
 from sqlalchemy import func, inspect, select, text
 
-from core import clock, queue
+from core import clock, completion, enqueue, leases, reads
 from core.db import Database
 from core.migrations import alembic_config, current_revision, head_revision
 from core.models import attempts_t
@@ -67,22 +67,22 @@ def test_upgrade_from_0002_keeps_the_attempt_in_flight(empty_db: Database) -> No
     with db.read() as conn:
         assert conn.execute(select(func.count()).select_from(attempts_t)).scalar() == 0
     # The attempt is still shown, from the lease ...
-    [attempt] = queue.attempts_for(db, 1)
+    [attempt] = reads.attempts_for(db, 1)
     assert (attempt.number, attempt.worker_id, attempt.outcome) == (1, "w1", "running")
     assert attempt.started_at == now
     # ... and the old worker's lease can still be completed: its row is written once.
     done = Completion(job_id=1, lease_token=1, worker_id="w1", outcome="success",
                       started_at=now, finished_at=now + 1, duration_ms=1000.0, result={})
-    assert queue.complete(db, [done]) == [True]
-    [attempt] = queue.attempts_for(db, 1)
+    assert completion.complete(db, [done]) == [True]
+    [attempt] = reads.attempts_for(db, 1)
     assert (attempt.outcome, attempt.duration_ms) == ("success", 1000.0)
 
 
 def test_downgrade_to_0002_restores_open_attempt_rows(empty_db: Database) -> None:
     db = empty_db
     _migrate(db, "upgrade", "head")
-    queue.enqueue(db, "customer", "c_1", known_types=["customer"], max_attempts=4)
-    [claimed] = queue.claim(db, "w1", 1, lease_seconds=30, job_types=["customer"])
+    enqueue.enqueue(db, "customer", "c_1", known_types=["customer"], max_attempts=4)
+    [claimed] = leases.claim(db, "w1", 1, lease_seconds=30, job_types=["customer"])
     _migrate(db, "downgrade", "0002")
     with db.read() as conn:
         rows = conn.execute(select(attempts_t.c.job_id, attempts_t.c.number,

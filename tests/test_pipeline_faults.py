@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from sqlalchemy import text
 
-from core import hotpath, queue
+from core import enqueue, leases
 from core.db import Database, DatabaseError
 from tests.conftest import PG_ADMIN_DSN
 from tests.helpers import wait_for
@@ -42,7 +42,7 @@ def test_pipeline_on_a_killed_connection(db_url: str, call: str, when: str, capl
         pytest.skip("only the claim's pipeline has a statement to stretch")
     db = Database(db_url)
     try:
-        queue.enqueue(db, "customer", "c_1", known_types=TYPES, max_attempts=4)
+        enqueue.enqueue(db, "customer", "c_1", known_types=TYPES, max_attempts=4)
         caplog.set_level(logging.DEBUG, logger="sqlalchemy")
         killer = None
         with pytest.raises(DatabaseError), db.write() as conn:
@@ -50,21 +50,21 @@ def test_pipeline_on_a_killed_connection(db_url: str, call: str, when: str, capl
             if when == "before":
                 _kill(pid)
             else:  # the server goes while the pipeline waits for its answers
-                monkeypatch.setattr(hotpath, "_PG_CLAIM_PLAN",
-                                    (*hotpath._PG_CLAIM_PLAN, "SELECT pg_sleep(5)"))
+                monkeypatch.setattr(leases, "_PG_CLAIM_PLAN",
+                                    (*leases._PG_CLAIM_PLAN, "SELECT pg_sleep(5)"))
                 killer = threading.Thread(target=_kill_when_sleeping, args=(pid,))
                 killer.start()
             if call == "claim":
-                hotpath.claim(conn, True, "w1", 10, 0.0, 30.0, TYPES)
+                leases.claim_rows(conn, True, "w1", 10, 0.0, 30.0, TYPES)
             else:
-                hotpath.insert_jobs(conn, True, "customer", [["c_2"]], [["corr"]], None, 4, 0.0)
+                enqueue.insert_jobs(conn, True, "customer", [["c_2"]], [["corr"]], None, 4, 0.0)
         if killer is not None:
             killer.join(10)
         out, err = capfd.readouterr()
         assert "Traceback" not in err + out
         assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
         # The pool hands out a live connection next time.
-        assert [j.entity_id for j in queue.claim(db, "w1", 10, lease_seconds=30,
+        assert [j.entity_id for j in leases.claim(db, "w1", 10, lease_seconds=30,
                                                  job_types=TYPES)] == ["c_1"]
     finally:
         db.dispose()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from sqlalchemy import select, text
 
-from core import queue
+from core import enqueue, leases, reads
 from core.db import Database
 from core.models import jobs_t
 
@@ -13,9 +13,9 @@ TYPES = ["customer"]
 
 
 def _plan(db: Database, term: str) -> str:
-    flt = queue.JobFilter(search=term)
+    flt = reads.JobFilter(search=term)
     stmt = (select(jobs_t.c.id).where(*flt.conditions_for(db))
-            .order_by(*queue.sort_order("age")).limit(50))
+            .order_by(*reads.sort_order("age")).limit(50))
     sql = str(stmt.compile(db.engine, compile_kwargs={"literal_binds": True}))
     with db.read() as conn:
         if db.is_postgres:
@@ -26,9 +26,9 @@ def _plan(db: Database, term: str) -> str:
 
 
 def test_search_uses_the_partial_indexes_and_finds_running_jobs(db: Database) -> None:
-    queue.enqueue_many(db, "customer", [f"c_{i}" for i in range(20_000)], known_types=TYPES,
+    enqueue.enqueue_many(db, "customer", [f"c_{i}" for i in range(20_000)], known_types=TYPES,
                        max_attempts=4)
-    running = queue.claim(db, "w1", 50, lease_seconds=30, job_types=TYPES)
+    running = leases.claim(db, "w1", 50, lease_seconds=30, job_types=TYPES)
     plan = _plan(db, "c_1999")
     if db.is_postgres:
         assert "ix_sync_jobs_entity" in plan, plan
@@ -38,4 +38,4 @@ def test_search_uses_the_partial_indexes_and_finds_running_jobs(db: Database) ->
     # (SQLite walks the newest rows first and stops after a screenful, with or without the
     # partial indexes: its plan for this OR was that before migration 0005 too.)
     term = running[0].entity_id
-    assert term in {j.entity_id for j in queue.list_jobs(db, queue.JobFilter(search=term))}
+    assert term in {j.entity_id for j in reads.list_jobs(db, reads.JobFilter(search=term))}

@@ -14,8 +14,8 @@ from textual.containers import Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
-from core import queue
-from core.console_queries import attempt_number
+from core import reads
+from core.reads import attempt_number
 from core.records import Attempt, Job
 from syncbridge_tui import keymap
 from syncbridge_tui.cells import STATUS_STYLES, cell, dash, outcome_cell
@@ -76,11 +76,11 @@ class DetailScreen(Screen[None]):
         db, job_id = self.console.db, self.job_id
 
         def fetch() -> DetailData:
-            job = queue.get_job(db, job_id)
+            job = reads.get_job(db, job_id)
             origin = None
             if job is not None and job.replay_of_attempt_id is not None:
                 origin = attempt_number(db, job.replay_of_attempt_id)
-            return DetailData(job, queue.attempts_for(db, job_id), queue.replays_of(db, job_id),
+            return DetailData(job, reads.attempts_for(db, job_id), reads.replays_of(db, job_id),
                               origin)
 
         return fetch

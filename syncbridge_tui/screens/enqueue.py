@@ -17,13 +17,14 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Select, Static
 
-from core import queue
+from core import enqueue
+from core.errors import InvalidInput
 from syncbridge_tui.text import clean
 
 if TYPE_CHECKING:
     from syncbridge_tui.app import SyncBridgeApp
 
-Submit = Callable[[str, str], queue.EnqueueResult]
+Submit = Callable[[str, str], enqueue.EnqueueResult]
 
 
 class EnqueueScreen(ModalScreen[int | None]):
@@ -63,8 +64,8 @@ class EnqueueScreen(ModalScreen[int | None]):
     def _validate(self) -> str | None:
         value = self.query_one("#entity-id", Input).value
         try:
-            queue.validate_entity_id(value)
-        except queue.InvalidInput as exc:
+            enqueue.validate_entity_id(value)
+        except InvalidInput as exc:
             return str(exc)
         return None
 
@@ -98,7 +99,7 @@ class EnqueueScreen(ModalScreen[int | None]):
         self.busy = False
         self._message(clean(str(exc), 200), "bold red")
 
-    def _done(self, job_type: str, result: queue.EnqueueResult) -> None:
+    def _done(self, job_type: str, result: enqueue.EnqueueResult) -> None:
         self.busy = False
         if result.created:
             self.app.notify(f"enqueued {job_type} {clean(result.entity_id, 40)!r} as job "

@@ -7,7 +7,7 @@ changing under a status sort).
 
 `G` (the end of the list: the oldest jobs) does not count a million rows and skip them: the
 window is anchored at the end (`ListState.from_end`, `offset` rows before it) and fetched
-by walking the same index from its other end (`core.queue.list_jobs(from_end=True)`); the
+by walking the same index from its other end (`core.reads.list_jobs(from_end=True)`); the
 position on screen comes from the capped count ("… of 100,000+" when there are more).
 """
 
@@ -24,12 +24,12 @@ from textual.containers import Vertical
 from textual.timer import Timer
 from textual.widgets import DataTable, Input, Static
 
-from core import queue
-from core.console_queries import job_ids, latest_replays
+from core import reads
 from core.db import Database
 from core.handlers import registry
-from core.models import STATUSES
+from core.reads import job_ids, latest_replays
 from core.records import Job
+from core.statuses import STATUSES
 from syncbridge_tui import keymap
 from syncbridge_tui.cells import cell, dash, status_cell
 from syncbridge_tui.text import ago, clean, until
@@ -51,7 +51,7 @@ FROM_END_SORTS = ("age", "oldest", "type")
 class Window:
     """What one poll fetches: the query and the slice of its result."""
 
-    flt: queue.JobFilter
+    flt: reads.JobFilter
     sort: str
     offset: int
     page: int
@@ -151,9 +151,9 @@ class JobList(Vertical):
         height = self.table.size.height
         return max(1, height - 1) if height > 2 else 20  # minus the header row
 
-    def filter(self) -> queue.JobFilter:
+    def filter(self) -> reads.JobFilter:
         s = self.state
-        return queue.JobFilter(statuses=s.statuses, job_type=s.job_type,
+        return reads.JobFilter(statuses=s.statuses, job_type=s.job_type,
                                search=s.search.strip() or None)
 
     def plan(self) -> Callable[[], WindowResult]:
@@ -180,14 +180,14 @@ class JobList(Vertical):
         def fetch() -> WindowResult:
             w = window
             if w.from_end:
-                total = queue.count_jobs(db, w.flt, cap=COUNT_CAP + 1)
-                jobs = queue.list_jobs(db, w.flt, limit=w.page, offset=w.end_offset,
+                total = reads.count_jobs(db, w.flt, cap=COUNT_CAP + 1)
+                jobs = reads.list_jobs(db, w.flt, limit=w.page, offset=w.end_offset,
                                        sort=w.sort, from_end=True)
                 if not jobs and w.end_offset > 0 and total > 0:
                     # Above the first row (jobs finished, a filter narrowed): the last
                     # page, which the end is.
                     w = replace(w, end_offset=0)
-                    jobs = queue.list_jobs(db, w.flt, limit=w.page, sort=w.sort, from_end=True)
+                    jobs = reads.list_jobs(db, w.flt, limit=w.page, sort=w.sort, from_end=True)
                 capped = total > COUNT_CAP
                 if capped:  # where the window starts is unknown: "of 100,000+"
                     return WindowResult(w, jobs, COUNT_CAP, True, annotate(db, jobs),
@@ -195,19 +195,19 @@ class JobList(Vertical):
                 w = replace(w, offset=max(0, total - w.end_offset - len(jobs)))
                 return WindowResult(w, jobs, total, False, annotate(db, jobs))
             if w.to_bottom:
-                total = queue.count_jobs(db, w.flt)  # exact: G is rare, and the index counts
+                total = reads.count_jobs(db, w.flt)  # exact: G is rare, and the index counts
                 w = replace(w, offset=max(0, total - w.page))
-                jobs = queue.list_jobs(db, w.flt, limit=w.page, offset=w.offset, sort=w.sort)
+                jobs = reads.list_jobs(db, w.flt, limit=w.page, offset=w.offset, sort=w.sort)
                 return WindowResult(w, jobs, total, False, annotate(db, jobs))
             if w.anchor_id is not None:
-                w = replace(w, offset=queue.count_jobs(db, w.flt, newer_than=w.anchor_id))
-            total = queue.count_jobs(db, w.flt, cap=COUNT_CAP + 1)
-            jobs = queue.list_jobs(db, w.flt, limit=w.page, offset=w.offset, sort=w.sort)
+                w = replace(w, offset=reads.count_jobs(db, w.flt, newer_than=w.anchor_id))
+            total = reads.count_jobs(db, w.flt, cap=COUNT_CAP + 1)
+            jobs = reads.list_jobs(db, w.flt, limit=w.page, offset=w.offset, sort=w.sort)
             if not jobs and w.offset > 0 and total > 0:
                 # The window fell off the end (jobs finished, a filter narrowed): last page.
-                exact = queue.count_jobs(db, w.flt)
+                exact = reads.count_jobs(db, w.flt)
                 w = replace(w, offset=max(0, exact - w.page))
-                jobs = queue.list_jobs(db, w.flt, limit=w.page, offset=w.offset, sort=w.sort)
+                jobs = reads.list_jobs(db, w.flt, limit=w.page, offset=w.offset, sort=w.sort)
             capped = total > COUNT_CAP
             if capped:  # at least this many; "+" on screen
                 total = max(COUNT_CAP, w.offset + len(jobs))

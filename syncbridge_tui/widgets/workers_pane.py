@@ -11,7 +11,8 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 
-from core import clock, queue
+from core import clock, heartbeats
+from core.heartbeats import stale_after
 from core.records import WorkerInfo
 from syncbridge_tui.cells import cell
 from syncbridge_tui.text import ago
@@ -22,11 +23,6 @@ if TYPE_CHECKING:
 
 COLUMNS = [("WORKER", 34), ("STATE", 8), ("HOST", 16), ("PID", 7), ("STARTED", 10),
            ("LAST SEEN", 10), ("CONC", 5), ("IN FLIGHT", 9), ("PROCESSED", 9), ("", 6)]
-
-
-def stale_after(lease_seconds: float) -> float:
-    # Workers beat every min(lease/3, 5) s; three missed beats (at least 15 s) is stale.
-    return max(15.0, 3 * min(lease_seconds / 3.0, 5.0))
 
 
 class WorkersPane(Vertical):
@@ -48,7 +44,7 @@ class WorkersPane(Vertical):
     def plan(self) -> Callable[[], list[WorkerInfo]]:
         app: SyncBridgeApp = self.app  # type: ignore[assignment]
         db = app.db
-        return lambda: queue.list_workers(db)
+        return lambda: heartbeats.list_workers(db)
 
     def apply(self, workers: list[WorkerInfo]) -> None:
         app: SyncBridgeApp = self.app  # type: ignore[assignment]

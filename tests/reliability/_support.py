@@ -26,10 +26,11 @@ from typing import Any
 
 from sqlalchemy import func, select, text
 
-from core import queue
+import core.enqueue
 from core.db import Database
 from core.handlers import registry
-from core.models import ACTIVE_STATUSES, attempts_t, jobs_t
+from core.models import attempts_t, jobs_t
+from core.statuses import ACTIVE_STATUSES
 from tests.helpers import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -244,7 +245,7 @@ def closed_port() -> int:
 # --- enqueue and inspection -------------------------------------------------------------------
 
 def enqueue(db: Database, job_type: str, ids: Iterable[str], max_attempts: int) -> list[int]:
-    res = queue.enqueue_many(db, job_type, list(ids), known_types=registry.names(),
+    res = core.enqueue.enqueue_many(db, job_type, list(ids), known_types=registry.names(),
                              max_attempts=max_attempts)
     return [r.job_id for r in res]
 

@@ -20,7 +20,8 @@ from collections import Counter
 import pytest
 from sqlalchemy import select
 
-from core import control, queue
+from core import enqueue, operator_actions
+from core.errors import ControlError, DuplicateJob
 from core.handlers import registry
 from core.models import audit_t, jobs_t
 from tests.helpers import wait_for
@@ -63,16 +64,16 @@ def test_operators_race_each_other_and_the_workers(db_url, transition_log, upstr
                 job_id = rng.choice(ids)
             try:
                 if op == "retry":
-                    control.retry(db, job_id, actor=f"op{seed}")
+                    operator_actions.retry(db, job_id, actor=f"op{seed}")
                 elif op == "cancel":
-                    control.cancel(db, job_id, actor=f"op{seed}")
+                    operator_actions.cancel(db, job_id, actor=f"op{seed}")
                 elif op == "replay":
-                    new = control.replay(db, job_id, actor=f"op{seed}")
+                    new = operator_actions.replay(db, job_id, actor=f"op{seed}")
                     with lock:
                         ids.append(new)
                 else:
                     job_type, entity = rng.choice(ENTITIES)
-                    r = queue.enqueue(db, job_type, entity, known_types=registry.names(),
+                    r = enqueue.enqueue(db, job_type, entity, known_types=registry.names(),
                                       max_attempts=2)
                     if not r.created:
                         refused[op] += 1
@@ -80,7 +81,7 @@ def test_operators_race_each_other_and_the_workers(db_url, transition_log, upstr
                     with lock:
                         ids.append(r.job_id)
                 accepted[op] += 1
-            except (control.ControlError, queue.DuplicateJob):
+            except (ControlError, DuplicateJob):
                 refused[op] += 1
             except Exception as exc:  # anything else is a failure of the engine
                 errors.append(f"{op} {job_id}: {type(exc).__name__}: {exc}")

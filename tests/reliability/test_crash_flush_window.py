@@ -16,7 +16,7 @@ import sqlite3
 import psycopg
 import pytest
 
-from core import queue
+from core import reads
 from tests.conftest import PG_ADMIN_DSN
 from tests.helpers import wait_for
 from tests.reliability import _support as s
@@ -46,9 +46,9 @@ def test_crash_in_the_flush_window_loses_only_retried_work(db_url, db, upstream,
     bad = s.enqueue(db, "invoice", ["x_slow"], max_attempts=3)[0]  # 3 s, then fails
     spec = s.WorkerSpec(lease_seconds=LEASE, concurrency=4)
     w1 = s.start_worker(procs, "W1", db_url, upstream, spec=spec, max_seconds=60)
-    wait_for(lambda: all(len(queue.attempts_for(db, j)) == 1 for j in (good, bad))
+    wait_for(lambda: all(len(reads.attempts_for(db, j)) == 1 for j in (good, bad))
              and procs.check_deadlines() is None, timeout=30, message="W1 to claim both")
-    corr = queue.get_job(db, good).correlation_id
+    corr = reads.get_job(db, good).correlation_id
 
     if db_url.startswith("sqlite"):
         holder = sqlite3.connect(s.sqlite_path(db_url), timeout=10, isolation_level=None)
@@ -69,14 +69,14 @@ def test_crash_in_the_flush_window_loses_only_retried_work(db_url, db, upstream,
     finally:
         holder.rollback()
         holder.close()
-    lost_statuses = {queue.get_job(db, j).status for j in (good, bad)}
+    lost_statuses = {reads.get_job(db, j).status for j in (good, bad)}
 
     w2 = s.start_worker(procs, "W2", db_url, upstream, spec=spec, until_empty=True,
                         max_seconds=60)
     assert w2.wait(60) == 0, w2.tail()
     assert not procs.tracebacks(), procs.tails()
-    g, b = queue.get_job(db, good), queue.get_job(db, bad)
-    ga, ba = queue.attempts_for(db, good), queue.attempts_for(db, bad)
+    g, b = reads.get_job(db, good), reads.get_job(db, bad)
+    ga, ba = reads.attempts_for(db, good), reads.attempts_for(db, bad)
     writes = s.billing_writes(upstream).get(corr, 0)
     record(backend=backend(db_url), jobs=2, workers=2, sigkills=1,
            results_lost_in_crash=2, statuses_after_crash=sorted(lost_statuses),

@@ -17,7 +17,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
-from core import queue
+from core import enqueue, reads
+from core.errors import InvalidInput
 from core.handlers import registry
 from core.models import attempts_t, jobs_t
 from syncbridge_tui import cli
@@ -75,10 +76,10 @@ def test_core_enqueue_fuzzed(db, tally, job_type, entities, correlation, payload
     before = _rows(db)
     payload = payload if isinstance(payload, dict) or payload is None else {"v": payload}
     try:
-        results = queue.enqueue_many(db, job_type, entities, known_types=registry.names(),
+        results = enqueue.enqueue_many(db, job_type, entities, known_types=registry.names(),
                                      max_attempts=4, payload=payload,
                                      correlation_id=correlation)
-    except queue.InvalidInput as exc:
+    except InvalidInput as exc:
         _tally("core_rejected")
         assert "\n" not in str(exc)
         assert _rows(db) == before, "a rejected enqueue wrote something"
@@ -87,7 +88,7 @@ def test_core_enqueue_fuzzed(db, tally, job_type, entities, correlation, payload
     created = {r.job_id for r in results if r.created}
     assert _rows(db) == (before[0] + len(created), before[1])
     for entity, r in zip(entities, results, strict=True):
-        job = queue.get_job(db, r.job_id)
+        job = reads.get_job(db, r.job_id)
         assert job is not None and job.entity_id == entity and job.job_type == job_type
         if r.job_id in created:
             assert job.payload == payload
@@ -97,11 +98,11 @@ def test_core_enqueue_fuzzed(db, tally, job_type, entities, correlation, payload
 @given(term=st.one_of(TEXT, PLAUSIBLE))
 def test_search_fuzzed(db, tally, term):
     s.enqueue(db, "customer", ["c_1", "c_%_\\"], max_attempts=4)
-    flt = queue.JobFilter(search=term)
+    flt = reads.JobFilter(search=term)
     try:
-        jobs = queue.list_jobs(db, flt, limit=20)
-        n = queue.count_jobs(db, flt, cap=100)
-    except queue.InvalidInput:
+        jobs = reads.list_jobs(db, flt, limit=20)
+        n = reads.count_jobs(db, flt, cap=100)
+    except InvalidInput:
         _tally("search_rejected")
         return
     _tally("search_answered")
@@ -137,7 +138,7 @@ def test_cli_enqueue_fuzzed(db_url, db, tally, capsys, job_type, entities, paylo
     _tally("cli_duplicate" if code == 3 else "cli_stored")
     if code == 0 and len(entities) == 1:
         job = json.loads(out)
-        stored = queue.get_job(db, job["id"])
+        stored = reads.get_job(db, job["id"])
         assert stored.entity_id == entities[0] == job["entity_id"]
         if payload is not None:
             assert stored.payload == json.loads(payload)
@@ -178,7 +179,7 @@ def test_cli_enqueue_raw_argv_subprocess(db_url, db, record, tmp_path):
                 stored += 1
                 job = json.loads(out)
                 assert os.fsencode(job["entity_id"]) == argv[1]
-                assert queue.get_job(db, job["id"]).entity_id == job["entity_id"]
+                assert reads.get_job(db, job["id"]).entity_id == job["entity_id"]
             else:
                 assert err.startswith("syncbridge: error: ") and err.count("\n") == 1, err
     finally:

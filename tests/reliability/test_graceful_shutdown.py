@@ -19,7 +19,7 @@ from collections import Counter
 import pytest
 from sqlalchemy import update
 
-from core import queue
+from core import enqueue, reads
 from core.handlers import Registry
 from core.integrations.mock import MockUpstream
 from core.models import jobs_t
@@ -137,7 +137,7 @@ def test_shutdown_waits_for_the_last_results_to_be_written(db, settings):
     abandon a batch its background flusher is writing at that moment."""
     reg = Registry()
     reg.register("sleepy", _sleepy)
-    ids = queue.enqueue_many(db, "sleepy", [f"e{k}" for k in range(4)], known_types=["sleepy"],
+    ids = enqueue.enqueue_many(db, "sleepy", [f"e{k}" for k in range(4)], known_types=["sleepy"],
                              max_attempts=3)
     worker = Worker(db, settings, registry=reg, mock=MockUpstream(), concurrency=4)
 
@@ -148,7 +148,7 @@ def test_shutdown_waits_for_the_last_results_to_be_written(db, settings):
         await asyncio.wait_for(run, 15)
 
     asyncio.run(main())
-    statuses = {queue.get_job(db, r.job_id).status for r in ids}
+    statuses = {reads.get_job(db, r.job_id).status for r in ids}
     assert statuses == {"success"}, statuses
     assert worker.stats.released == 0 and worker.stats.succeeded == 4
 

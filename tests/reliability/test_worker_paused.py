@@ -23,7 +23,7 @@ import urllib.request
 import psycopg
 import pytest
 
-from core import clock, queue
+from core import clock, completion, leases, reads
 from core.records import Completion
 from tests.conftest import PG_ADMIN_DSN
 from tests.helpers import wait_for
@@ -34,7 +34,7 @@ LEASE = 1.5
 
 
 def _attempt(db, job_id: int, number: int):
-    return next((a for a in queue.attempts_for(db, job_id) if a.number == number), None)
+    return next((a for a in reads.attempts_for(db, job_id) if a.number == number), None)
 
 
 def _stop_outside_transaction(procs, proc, db, db_url: str) -> int:
@@ -90,7 +90,7 @@ def _pg_dsn(db_url: str) -> str:
 @pytest.mark.slow
 def test_paused_worker_is_fenced_out(db_url, db, upstream, procs, record):
     (job_id,) = s.enqueue(db, "customer", ["x_slow"], max_attempts=3)
-    corr = queue.get_job(db, job_id).correlation_id
+    corr = reads.get_job(db, job_id).correlation_id
     spec = s.WorkerSpec(lease_seconds=LEASE, concurrency=2, shutdown_timeout_seconds=1)
     requests_before = _mock_requests(upstream)
     a = s.start_worker(procs, "A", db_url, upstream, spec=spec, max_seconds=60)
@@ -141,10 +141,10 @@ def test_paused_worker_is_fenced_out(db_url, db, upstream, procs, record):
     wait_for(lambda: _attempt(db, job_id, 1).outcome == "lease_lost", timeout=20,
              message="A's late attempt to be recorded lease_lost")
     assert _attempt(db, job_id, 2).outcome == "running", "A's late result touched B's attempt"
-    wait_for(lambda: queue.get_job(db, job_id).status != "running", timeout=20,
+    wait_for(lambda: reads.get_job(db, job_id).status != "running", timeout=20,
              message="B to finish")
 
-    job = queue.get_job(db, job_id)
+    job = reads.get_job(db, job_id)
     first, second = _attempt(db, job_id, 1), _attempt(db, job_id, 2)
     events = [e for e in a.log_events() if e.get("job_id") == job_id
               and e.get("event") in ("attempt.fenced", "lease.lost")]
@@ -155,7 +155,7 @@ def test_paused_worker_is_fenced_out(db_url, db, upstream, procs, record):
 
     record(backend=backend(db_url), jobs=1, workers=2, paused_seconds=round(paused_for, 1),
            stop_tries=tries, late_path=[e["event"] for e in events],
-           history=[a_.outcome for a_ in queue.attempts_for(db, job_id)],
+           history=[a_.outcome for a_ in reads.attempts_for(db, job_id)],
            billing_writes=s.billing_writes(upstream).get(corr, 0),
            lost=int(job.status != "success"), duplicated=0, stuck=int(job.status == "running"))
 
@@ -176,14 +176,14 @@ def test_late_completion_is_fenced_engine_level(db, settings):
     t = [1_000_000.0]
     clock.set_clock(lambda: t[0])
     ids = s.enqueue(db, "customer", ["c_1", "c_2", "c_3"], max_attempts=3)
-    a_jobs = queue.claim(db, "A", 10, lease_seconds=LEASE, job_types=["customer"])
+    a_jobs = leases.claim(db, "A", 10, lease_seconds=LEASE, job_types=["customer"])
     assert [j.id for j in a_jobs] == ids
     t[0] += LEASE + 1
-    recovered = queue.recover_expired(db)
+    recovered = leases.recover_expired(db)
     assert sorted(j for j, _ in recovered) == ids
-    b_jobs = queue.claim(db, "B", 10, lease_seconds=LEASE, job_types=["customer"])
+    b_jobs = leases.claim(db, "B", 10, lease_seconds=LEASE, job_types=["customer"])
     assert [j.lease_token for j in b_jobs] == [2, 2, 2]
-    assert queue.renew_leases(db, "A", {j.id: j.lease_token for j in a_jobs}, LEASE) == set()
+    assert leases.renew_leases(db, "A", {j.id: j.lease_token for j in a_jobs}, LEASE) == set()
 
     def done(job, worker, outcome):
         return Completion(job_id=job.id, lease_token=job.lease_token, worker_id=worker,
@@ -195,13 +195,13 @@ def test_late_completion_is_fenced_engine_level(db, settings):
 
     late = [done(a_jobs[0], "A", "success"), done(a_jobs[1], "A", "retry"),
             done(a_jobs[2], "A", "failed")]
-    assert queue.complete(db, late) == [False, False, False]
+    assert completion.complete(db, late) == [False, False, False]
     for job in b_jobs:
-        row = queue.get_job(db, job.id)
+        row = reads.get_job(db, job.id)
         assert row.status == "running" and row.lease_owner == "B" and row.result is None
-        assert [a.outcome for a in queue.attempts_for(db, job.id)] == ["lease_lost", "running"]
-    assert queue.complete(db, [done(j, "B", "success") for j in b_jobs]) == [True] * 3
+        assert [a.outcome for a in reads.attempts_for(db, job.id)] == ["lease_lost", "running"]
+    assert completion.complete(db, [done(j, "B", "success") for j in b_jobs]) == [True] * 3
     for job in b_jobs:
-        row = queue.get_job(db, job.id)
+        row = reads.get_job(db, job.id)
         assert row.status == "success" and row.result == {"by": "B"}
-        assert [a.outcome for a in queue.attempts_for(db, job.id)] == ["lease_lost", "success"]
+        assert [a.outcome for a in reads.attempts_for(db, job.id)] == ["lease_lost", "success"]

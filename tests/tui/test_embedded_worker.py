@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from core import clock, queue
+import core.enqueue
+from core import clock, heartbeats, reads
 from core.config import Settings, load_settings
 from core.db import Database
 from core.migrations import upgrade
@@ -55,14 +56,14 @@ def make(settings: Settings, db: Database, **worker_kwargs: object) -> SyncBridg
 
 
 def status(db: Database, job_id: int) -> str:
-    job = queue.get_job(db, job_id)
+    job = reads.get_job(db, job_id)
     assert job is not None
     return job.status
 
 
 def enqueue(db: Database, job_type: str, entity: str, payload: dict[str, str] | None = None
             ) -> int:
-    return queue.enqueue(db, job_type, entity, known_types=slow_registry.names(),
+    return core.enqueue.enqueue(db, job_type, entity, known_types=slow_registry.names(),
                          max_attempts=4, payload=payload).job_id
 
 
@@ -101,13 +102,13 @@ async def test_pause_and_resume_reach_the_child(fresh: tuple[Settings, Database]
         assert app.header_info().worker == "paused"
         # The child's next heartbeat says paused: from then on it claims nothing.
         await wait_until(pilot, lambda: any(w.state == "paused"
-                                            for w in queue.list_workers(db)),
+                                            for w in heartbeats.list_workers(db)),
                          what="a paused heartbeat")
         held = enqueue(db, "customer", "c_1002x")
         since = clock.now()
         # A heartbeat after the enqueue: the claim loop (every 20 ms) had ~50 chances.
         await wait_until(pilot, lambda: any(w.last_seen_at > since
-                                            for w in queue.list_workers(db)),
+                                            for w in heartbeats.list_workers(db)),
                          what="a heartbeat after the enqueue")
         assert status(db, held) == "pending"
         await pilot.press("w")
@@ -115,7 +116,7 @@ async def test_pause_and_resume_reach_the_child(fresh: tuple[Settings, Database]
         await wait_until(pilot, lambda: status(db, held) in ("success", "failed"),
                          what="the held job to run after resume")
         await wait_until(pilot, lambda: any(w.state == "running"
-                                            for w in queue.list_workers(db)),
+                                            for w in heartbeats.list_workers(db)),
                          what="a running heartbeat")
 
 
@@ -135,12 +136,12 @@ async def test_quit_leaves_no_live_lease_and_no_process(
     assert not app.is_running
     assert engine.error is None
     assert not alive(pid)
-    job = queue.get_job(db, job_id)
+    job = reads.get_job(db, job_id)
     assert job is not None
     assert job.status == "pending" and job.lease_owner is None  # released, not left running
     assert job.attempt_count == 0  # the interrupted attempt is not counted
-    assert [a.outcome for a in queue.attempts_for(db, job_id)] == ["released"]
-    assert [w.state for w in queue.list_workers(db)] == ["stopped"]
+    assert [a.outcome for a in reads.attempts_for(db, job_id)] == ["released"]
+    assert [w.state for w in heartbeats.list_workers(db)] == ["stopped"]
 
 
 async def test_console_cancel_stops_the_childs_handler(tmp_path: Path) -> None:
@@ -231,7 +232,8 @@ async def test_worker_start_error_is_a_toast_and_a_header_state(
 _ORPHAN = """
 import sys, threading, time
 sys.path.insert(0, {root!r})
-from core import queue
+import core.enqueue
+from core import heartbeats, reads
 from core.config import load_settings
 from core.db import Database
 from syncbridge_tui.engine import EmbeddedWorker
@@ -243,7 +245,7 @@ if __name__ == "__main__":
     db = Database(settings.database_url)
     engine = EmbeddedWorker(db, settings, registry=slow_registry)
     threading.Thread(target=engine.run_blocking, daemon=True).start()
-    while queue.get_job(db, {job_id}).status != "running":
+    while reads.get_job(db, {job_id}).status != "running":
         time.sleep(0.02)
     print(engine.pid, flush=True)
     time.sleep(600)
@@ -272,11 +274,11 @@ def test_a_killed_console_takes_its_worker_down(fresh: tuple[Settings, Database]
         if parent.poll() is None:
             parent.kill()
             parent.wait()
-    job = queue.get_job(db, job_id)
+    job = reads.get_job(db, job_id)
     assert job is not None
     assert job.status == "pending" and job.lease_owner is None  # released, not left running
-    assert [a.outcome for a in queue.attempts_for(db, job_id)] == ["released"]
-    assert [w.state for w in queue.list_workers(db)] == ["stopped"]
+    assert [a.outcome for a in reads.attempts_for(db, job_id)] == ["released"]
+    assert [w.state for w in heartbeats.list_workers(db)] == ["stopped"]
 
 
 async def test_paced_demo_upstream_shows_jobs_running(fresh: tuple[Settings, Database]) -> None:

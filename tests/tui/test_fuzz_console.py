@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 from textual.widgets import Input
 
-from core import queue
+from core import enqueue
+from core.errors import InvalidInput
 from core.models import jobs_t
 from syncbridge_tui.screens.enqueue import EnqueueScreen
 from syncbridge_tui.screens.main import MainScreen
@@ -44,9 +45,9 @@ async def _scenario(values: list[str], directory: Path) -> None:
             for value in values:
                 before = _count(app)
                 try:
-                    queue.validate_entity_id(value)
+                    enqueue.validate_entity_id(value)
                     valid = True
-                except queue.InvalidInput:
+                except InvalidInput:
                     valid = False
                 await pilot.press("e")
                 await wait_until(pilot, lambda: isinstance(app.screen, EnqueueScreen))

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from textual.widgets import Input
 
-from core import queue
+from core import enqueue, reads
 from core.handlers import registry
 from syncbridge_tui.app import SyncBridgeApp
 from syncbridge_tui.screens.confirm import ConfirmScreen
@@ -102,9 +102,9 @@ async def test_replay_a_dead_job_from_its_detail_with_two_keys(showcase: MakeApp
         new = await_replay(app, 5)
         await wait_until(pilot, lambda: f"job 5 replayed as job {new} (n opens it)"
                          in messages(app), what="the replay toast")
-        job = queue.get_job(app.db, new)
+        job = reads.get_job(app.db, new)
         assert job is not None and job.status == "pending" and job.replay_of_job_id == 5
-        original = queue.get_job(app.db, 5)
+        original = reads.get_job(app.db, 5)
         assert original is not None and original.status == "dead"  # history untouched
         await settle(pilot)
         await pilot.press("n")  # follow the link to the new job
@@ -114,7 +114,7 @@ async def test_replay_a_dead_job_from_its_detail_with_two_keys(showcase: MakeApp
 
 
 def await_replay(app: SyncBridgeApp, job_id: int) -> int:
-    replays = queue.replays_of(app.db, job_id)
+    replays = reads.replays_of(app.db, job_id)
     assert len(replays) == 1, replays
     return replays[0]
 
@@ -127,9 +127,9 @@ async def test_retry_through_the_modal(showcase: MakeApp) -> None:
         await confirm(pilot, "r")  # cursor on job 5
         await wait_until(pilot, lambda: "job 5 retried: pending again with a fresh budget"
                          in messages(app))
-        job = queue.get_job(app.db, 5)
+        job = reads.get_job(app.db, 5)
         assert job is not None and job.status == "pending" and job.attempt_count == 0
-        assert len(queue.attempts_for(app.db, 5)) == 4  # history kept
+        assert len(reads.attempts_for(app.db, 5)) == 4  # history kept
 
 
 async def test_cancel_through_the_modal_and_refusal_without_one(showcase: MakeApp) -> None:
@@ -139,7 +139,7 @@ async def test_cancel_through_the_modal_and_refusal_without_one(showcase: MakeAp
         assert job_list(app).selected_id == 12  # newest first: pending i_2050
         await confirm(pilot, "c")
         await wait_until(pilot, lambda: "job 12 canceled" in messages(app))
-        job = queue.get_job(app.db, 12)
+        job = reads.get_job(app.db, 12)
         assert job is not None and job.status == "canceled"
         # A finished job cannot be canceled: the console says why, no modal, no change.
         await press(pilot, "G")
@@ -149,7 +149,7 @@ async def test_cancel_through_the_modal_and_refusal_without_one(showcase: MakeAp
         assert not isinstance(app.screen, ConfirmScreen)
         assert ("job 1 is success; only pending or running jobs can be canceled"
                 in messages(app))
-        job = queue.get_job(app.db, 1)
+        job = reads.get_job(app.db, 1)
         assert job is not None and job.status == "success"
 
 
@@ -173,8 +173,8 @@ async def test_bulk_replay_reports_new_jobs_and_refusals(showcase: MakeApp) -> N
         await wait_until(pilot, lambda: any(m.startswith("1 replayed as new jobs 13; 1 refused: ")
                                             for m in messages(app)), what="the bulk toast")
         assert any("already exists: job 10" in m for m in messages(app))
-        assert queue.replays_of(app.db, 5) == [13]
-        assert queue.replays_of(app.db, 4) == [10]
+        assert reads.replays_of(app.db, 5) == [13]
+        assert reads.replays_of(app.db, 4) == [10]
         assert job_list(app).state.marked == {4: "dead"}  # the refused one stays marked
 
 
@@ -189,8 +189,8 @@ async def test_read_only_refuses_every_mutation(showcase: MakeApp) -> None:
         notes = messages(app)
         for what in ("retry", "replay", "enqueue", "pausing the worker"):
             assert f"{what} is disabled: this console is read-only (--read-only)" in notes
-        assert queue.replays_of(app.db, 5) == []
-        assert queue.get_job(app.db, 5).status == "dead"  # type: ignore[union-attr]
+        assert reads.replays_of(app.db, 5) == []
+        assert reads.get_job(app.db, 5).status == "dead"  # type: ignore[union-attr]
 
 
 async def test_enqueue_form_validates_and_shows_duplicates(showcase: MakeApp) -> None:
@@ -204,7 +204,7 @@ async def test_enqueue_form_validates_and_shows_duplicates(showcase: MakeApp) ->
         await pilot.press("space", "x")  # leading white space: refused inline
         await pilot.press("enter")
         assert "white space" in str(form.query_one("#enqueue-message").render())
-        assert queue.count_jobs(app.db) == 12
+        assert reads.count_jobs(app.db) == 12
         form.query_one("#entity-id", Input).value = "c_2040"  # active: job 11
         await pilot.press("enter")
         await wait_until(pilot, lambda: form.existing_id == 11, what="the duplicate")
@@ -214,7 +214,7 @@ async def test_enqueue_form_validates_and_shows_duplicates(showcase: MakeApp) ->
         await wait_until(pilot, lambda: isinstance(app.screen, EnqueueScreen))
         await pilot.press(*"c_9999", "enter")
         await wait_until(pilot, lambda: isinstance(app.screen, MainScreen))
-        made = queue.list_jobs(app.db, queue.JobFilter(search="c_9999"))
+        made = reads.list_jobs(app.db, reads.JobFilter(search="c_9999"))
         assert [j.status for j in made] == ["pending"]
         assert any(f"as job {made[0].id}" in m for m in messages(app))
 
@@ -240,12 +240,12 @@ async def test_cursor_follows_its_job_and_window_is_in_place(showcase: MakeApp) 
         # A short list grows; the cursor follows its job down.
         await pilot.press("j")
         assert jl.selected_id == 11
-        queue.enqueue(app.db, "customer", "c_top", known_types=registry.names(),
+        enqueue.enqueue(app.db, "customer", "c_top", known_types=registry.names(),
                       max_attempts=4)
         await settle(pilot)
         assert jl.selected_id == 11 and jl.table.cursor_row == 2 and jl.state.offset == 0
         # 300 more jobs: the table holds one screenful, no more.
-        queue.enqueue_many(app.db, "invoice", [f"i_bulk{i}" for i in range(300)],
+        enqueue.enqueue_many(app.db, "invoice", [f"i_bulk{i}" for i in range(300)],
                            known_types=registry.names(), max_attempts=4)
         await press(pilot, "g")
         page = jl.page_size()
@@ -254,7 +254,7 @@ async def test_cursor_follows_its_job_and_window_is_in_place(showcase: MakeApp) 
         await pilot.press("j", "j", "j")
         reading = jl.selected_id
         assert reading == 310
-        queue.enqueue_many(app.db, "customer", [f"c_new{i}" for i in range(3)],
+        enqueue.enqueue_many(app.db, "customer", [f"c_new{i}" for i in range(3)],
                            known_types=registry.names(), max_attempts=4)
         await settle(pilot)
         assert jl.selected_id == reading and jl.table.cursor_row == 3
@@ -300,14 +300,14 @@ async def test_help_lists_remapped_keys(showcase: MakeApp) -> None:
         await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen))
         await pilot.press("escape")
         await wait_until(pilot, lambda: not isinstance(app.screen, HelpScreen))
-    assert queue.get_job(app.db, 5).status == "dead"  # type: ignore[union-attr]
+    assert reads.get_job(app.db, 5).status == "dead"  # type: ignore[union-attr]
 
 
 async def test_log_pane_filters_by_the_jobs_correlation_id(showcase: MakeApp) -> None:
     app = showcase()
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        job = queue.get_job(app.db, 4)
+        job = reads.get_job(app.db, 4)
         assert job is not None
         for i, cid in enumerate([job.correlation_id, "someone-else", job.correlation_id]):
             app.log_buffer({"event": "attempt.finished", "level": "info", "job_id": i,

@@ -12,7 +12,7 @@ import pytest
 from textual import events
 from textual.widgets import Input
 
-from core import queue
+from core import reads
 from syncbridge_tui.app import SyncBridgeApp
 from syncbridge_tui.screens.main import MainScreen
 from syncbridge_tui.screenshots import SIZE, settle, wait_until
@@ -34,7 +34,7 @@ def type_at_once(app: SyncBridgeApp, text: str, *, then: tuple[str, ...] = ()) -
 
 
 def statuses(app: SyncBridgeApp) -> dict[int, str]:
-    return {job.id: job.status for job in queue.list_jobs(app.db, queue.JobFilter(), limit=100)}
+    return {job.id: job.status for job in reads.list_jobs(app.db, reads.JobFilter(), limit=100)}
 
 
 @pytest.mark.parametrize(("typed", "match"), [("c_fl", "c_flaky"), ("c_1", "c_1")])

@@ -10,7 +10,7 @@ from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.widgets import DataTable
 
-from core import queue
+from core import enqueue
 from core.handlers import registry
 from syncbridge_tui.cells import cell, status_cell
 from syncbridge_tui.screenshots import SIZE, settle
@@ -79,7 +79,7 @@ async def test_g_past_the_count_cap_walks_from_the_end(
     app = showcase()
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        queue.enqueue_many(app.db, "invoice", [f"i_many{i}" for i in range(300)],
+        enqueue.enqueue_many(app.db, "invoice", [f"i_many{i}" for i in range(300)],
                            known_types=registry.names(), max_attempts=4)
         jl = app.screen.query_one(job_list_module.JobsPane)
         await pilot.press("g")
