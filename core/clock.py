@@ -8,8 +8,7 @@ no time-zone ambiguity; the faces format them for people.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 _clock: Callable[[], float] = time.time
@@ -23,16 +22,6 @@ def set_clock(clock: Callable[[], float] | None) -> None:
     """Replace the clock (tests, snapshots); None restores wall time."""
     global _clock
     _clock = clock or time.time
-
-
-@contextmanager
-def frozen(at: float) -> Iterator[None]:
-    previous = _clock
-    set_clock(lambda: at)
-    try:
-        yield
-    finally:
-        set_clock(previous)
 
 
 def to_datetime(ts: float | None) -> datetime | None:

@@ -82,17 +82,6 @@ class WorkerInfo(_Record):
 
 
 @dataclass(slots=True)
-class AuditRecord(_Record):
-    id: int
-    at: float
-    actor: str
-    action: str
-    job_id: int
-    new_job_id: int | None
-    detail: str | None
-
-
-@dataclass(slots=True)
 class ClaimedJob:
     """What a worker needs to run one attempt; `lease_token` fences every write about it."""
 

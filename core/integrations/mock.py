@@ -197,14 +197,3 @@ def _make_handler(
             pass  # the worker logs every attempt; the mock stays quiet
 
     return Handler
-
-
-def serve_in_thread(mock: MockUpstream | None = None, port: int = 0) -> tuple[
-    MockUpstream, ThreadingHTTPServer, str
-]:
-    """Start a loopback server in a daemon thread; returns (mock, server, base URL)."""
-    mock = mock or MockUpstream()
-    server = mock.serve(port=port)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    host, bound = server.server_address[:2]
-    return mock, server, f"http://{host}:{bound}"
