@@ -21,7 +21,7 @@ from core.records import Completion
 from core.statuses import AttemptOutcome, JobStatus
 
 # Job status written by each completion outcome.
-_STATUS_FOR = {
+_STATUS_FOR: dict[str, JobStatus] = {
     AttemptOutcome.SUCCESS: JobStatus.SUCCESS,
     AttemptOutcome.RETRY: JobStatus.PENDING,
     AttemptOutcome.DEAD: JobStatus.DEAD,

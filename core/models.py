@@ -6,7 +6,7 @@ classes serve the operator reads and the migrations' autogenerate.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
@@ -16,6 +16,7 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Table,
     Text,
     text,
 )
@@ -174,7 +175,8 @@ class AuditEvent(Base):
     __table_args__ = (Index("ix_audit_job", "job_id"),)
 
 
-jobs_t = SyncJob.__table__
-attempts_t = SyncJobAttempt.__table__
-workers_t = Worker.__table__
-audit_t = AuditEvent.__table__
+# Typed as tables (the ORM annotates `__table__` as a FromClause).
+jobs_t = cast(Table, SyncJob.__table__)
+attempts_t = cast(Table, SyncJobAttempt.__table__)
+workers_t = cast(Table, Worker.__table__)
+audit_t = cast(Table, AuditEvent.__table__)
