@@ -38,6 +38,7 @@ from typing import Any
 
 from core.config import Settings
 from core.logging import one_line
+from core.shutdown import stop_on_signals
 
 TICK_SECONDS = 0.1  # the longest a log line or a state change waits before it is sent
 IDLE_TICK_SECONDS = 0.5  # with nothing new, a status still goes out this often
@@ -195,15 +196,7 @@ def child_main(commands: Connection, events: Connection, spec: WorkerSpec) -> No
             db.dispose()
         return
     sender.worker = worker
-    stops = 0
-
-    def on_signal(_signum: int, _frame: Any) -> None:
-        nonlocal stops
-        stops += 1
-        worker.request_stop(force=stops > 1)
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGHUP, on_signal)
+    stop_on_signals(worker, (signal.SIGTERM, signal.SIGHUP))
     parent_gone = threading.Event()
     threading.Thread(target=_read_commands, args=(commands, worker, parent_gone),
                      name="syncbridge-commands", daemon=True).start()
