@@ -609,7 +609,7 @@ def create_app(settings: Settings, options: ConsoleOptions | None = None, *,
 def run_app(args: argparse.Namespace, settings: Settings) -> int:
     """`syncbridge` without a command: open the database, seed the demo, run the console."""
     from core.runtime import open_database
-    from syncbridge_tui.cli import seed_demo
+    from syncbridge_tui.demo import seed_demo
 
     db = open_database(settings)
     try:
