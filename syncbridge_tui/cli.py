@@ -30,7 +30,6 @@ from syncbridge_tui.commands.common import (
 from syncbridge_tui.commands.worker import run_worker
 from syncbridge_tui.text import clean
 
-
 # The job types are core.handlers' registry, which imports the HTTP client: only a help
 # text that shows them (`syncbridge enqueue --help`) loads it, not every command.
 JOB_TYPES_HELP = "job type: (the registered job types)"
