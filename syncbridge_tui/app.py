@@ -12,45 +12,33 @@ runs, further requests only mark it dirty, and one more poll follows when it fin
 from __future__ import annotations
 
 import argparse
-import csv
 import gc
-import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, TypeVar
 
-from rich.text import Text
 from textual.app import App, SystemCommand
 from textual.screen import ModalScreen, Screen
 
-from core import clock, enqueue, operator_actions, reads
+from core import clock, enqueue, reads
 from core import logging as sblog
 from core.config import Settings
 from core.db import Database
 from core.handlers import registry
 from core.reads import finished_since
-from core.records import Job
 from syncbridge_tui import keymap
+from syncbridge_tui.actions import OperatorActions
 from syncbridge_tui.engine import EmbeddedWorker, LogBuffer
-from syncbridge_tui.screens.confirm import ConfirmScreen
+from syncbridge_tui.live import LiveScreen, LiveView
 from syncbridge_tui.screens.detail import DetailScreen
-from syncbridge_tui.screens.enqueue import EnqueueScreen
-from syncbridge_tui.screens.export import ExportScreen
 from syncbridge_tui.screens.help import HelpScreen
 from syncbridge_tui.screens.main import MainScreen
 from syncbridge_tui.text import clean
 from syncbridge_tui.widgets.header import HeaderInfo, StatusHeader
-from syncbridge_tui.widgets.log_pane import LogPane
+from syncbridge_tui.widgets.job_list import JobList
 
 T = TypeVar("T")
 
-ALLOWED_FROM = {"retry": operator_actions.RETRYABLE_FROM,
-                "replay": operator_actions.REPLAYABLE_FROM,
-                "cancel": operator_actions.CANCELABLE_FROM}
-PAST = {"retry": "retried", "replay": "replayed", "cancel": "canceled"}
-EXPORT_PAGE, EXPORT_CAP = 1000, 1_000_000
 JOBS_PER_SECOND_WINDOW = 10.0
 
 
@@ -65,14 +53,14 @@ class ConsoleOptions:
     keymap: dict[str, str] | None = None  # None: read the user's keymap file
     concurrency: int | None = None
     configure_logging: bool = True
-    worker_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. registry=, mock=
+    worker_kwargs: dict[str, Any] = field(default_factory=dict)  # core Worker's: registry=, mock=
     # Run once the console is up (the demo seed), so the operator sees the jobs arrive.
     seed: Callable[[], int] | None = None
 
 
 @dataclass(slots=True)
 class PollResult:
-    data: Any
+    data: object  # what the live view's plan fetched, for its apply
     jobs_per_second: float | None
     error: str | None
 
@@ -81,7 +69,8 @@ def quiet_collector() -> None:
     """Every frame allocates thousands of short-lived objects (segments, strips, styles)
     over a large heap of long-lived ones (Textual's DOM and caches, the imported modules).
     With the default thresholds a collection of the oldest generation walked all of it
-    every few frames: 50-200 ms pauses in the middle of a key press at a million jobs.
+    every few frames: pauses long enough to feel in the middle of a key press on a big
+    queue.
     What is alive once the console is on screen is frozen out of the collector's reach,
     and the young generations are collected less often (cycles are still collected)."""
     gc.freeze()
@@ -119,6 +108,11 @@ class SyncBridgeApp(App[int]):
         self._last_jobs_per_second = 0.0
         self._last_error: str | None = None
         self._unsubscribe_log: Callable[[], None] | None = None
+        self.actions = OperatorActions(
+            self, db, engine=self.engine, read_only=self.read_only, blink=options.blink,
+            in_thread=self.in_thread, request_poll=self.request_poll,
+            open_detail=self.open_detail,
+            showing_detail=lambda: isinstance(self.screen, DetailScreen))
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -126,7 +120,7 @@ class SyncBridgeApp(App[int]):
         if self.keymap_overrides:
             self.set_keymap(self.keymap_overrides)
         self._unsubscribe_log = sblog.add_sink(self.log_buffer)
-        self.push_screen(MainScreen())
+        self.push_screen(MainScreen(self))
         if self.options.live:
             self.set_interval(self.options.refresh_seconds, self._tick, name="refresh")
             self.set_interval(0.5, self.drain_log, name="log")
@@ -188,7 +182,7 @@ class SyncBridgeApp(App[int]):
 
         self.run_worker(body, thread=True, group="db", exit_on_error=False)
 
-    def _call_back(self, fn: Callable[[Any], None], value: Any) -> None:
+    def _call_back(self, fn: Callable[[T], None], value: T) -> None:
         try:
             self.call_from_thread(fn, value)
         except RuntimeError:
@@ -223,7 +217,7 @@ class SyncBridgeApp(App[int]):
             self._poll_again = True
             return
         screen = self.base_screen()
-        target = screen.live_target() if hasattr(screen, "live_target") else None
+        target = screen.live_target() if isinstance(screen, LiveScreen) else None
         fetch = target.plan() if target is not None else None
         db, engine = self.db, self.engine
         self._polling = True
@@ -242,7 +236,7 @@ class SyncBridgeApp(App[int]):
 
         self.run_worker(body, thread=True, group="poll", exit_on_error=False)
 
-    def _poll_done(self, target: Any, result: PollResult) -> None:
+    def _poll_done(self, target: LiveView[Any] | None, result: PollResult) -> None:
         self._polling = False
         self.poll_count += 1
         if self.engine is not None and not self._engine_launched and not self._quitting:
@@ -266,7 +260,7 @@ class SyncBridgeApp(App[int]):
         main = self.main_screen()
         if main is None or main.pane != "log":
             return  # a hidden pane would wrap at the wrong width; it re-reads when shown
-        log = main.query_one(LogPane)
+        log = main.log_pane
         log.feed(self.log_buffer.since(log.last_seq))
 
     def header_info(self) -> HeaderInfo:
@@ -309,12 +303,12 @@ class SyncBridgeApp(App[int]):
         self.request_poll()
 
     def open_detail(self, job_id: int) -> None:
-        self.push_screen(DetailScreen(job_id))
+        self.push_screen(DetailScreen(self, job_id))
         self.call_after_refresh(self.request_poll)
 
     def show_logs(self, job_id: int, correlation_id: str) -> None:
         main = self._to_main()
-        log = main.query_one(LogPane)
+        log = main.log_pane
         log.job_id, log.correlation_id = job_id, correlation_id
         main.switch("log")  # re-reads the buffer, filtered, once laid out
         self.update_header()
@@ -343,15 +337,8 @@ class SyncBridgeApp(App[int]):
 
     # --- the embedded worker ---------------------------------------------------------------------
 
-    def refuse_if_read_only(self, what: str) -> bool:
-        if self.read_only:
-            self.notify(f"{what} is disabled: this console is read-only (--read-only)",
-                        title="Read-only", severity="warning")
-            return True
-        return False
-
     def action_toggle_worker(self) -> None:
-        if self.refuse_if_read_only("pausing the worker"):
+        if self.actions.refuse_if_read_only("pausing the worker"):
             return
         if self.engine is None:
             self.notify("no embedded worker: the console was started with --no-worker "
@@ -394,136 +381,21 @@ class SyncBridgeApp(App[int]):
 
         self.run_worker(wait, thread=True, group="quit", exit_on_error=False)
 
-    # --- operator actions ------------------------------------------------------------------------
+    # --- operator actions (syncbridge_tui.actions) ---------------------------------------------
 
     def job_action(self, verb: str, targets: dict[int, str | None],
                    on_done: Callable[[list[int]], None]) -> None:
-        """retry / replay / cancel the given jobs, after a confirmation. `targets` maps job
-        ids to the status the console last saw (None: unknown)."""
-        if self.refuse_if_read_only(verb):
-            return
-        allowed = ALLOWED_FROM[verb]
-        need = " or ".join(allowed)
-        bad = {i: s for i, s in targets.items() if s is not None and s not in allowed}
-        ids = list(targets)
-        if len(ids) == 1 and bad:
-            job_id, status = next(iter(bad.items()))
-            self.notify(f"job {job_id} is {status}; only {need} jobs can be {PAST[verb]}",
-                        title=f"Cannot {verb}", severity="warning")
-            return
-        body = Text()
-        if len(ids) == 1:
-            title = f"{verb.capitalize()} job {ids[0]}?"
-            body.append(self._explain(verb, ids[0]))
-        else:
-            title = f"{verb.capitalize()} {len(ids)} jobs?"
-            body.append(f"{len(ids)} marked jobs. ")
-            body.append(self._explain(verb, None))
-            if bad:
-                body.append(f"\n{len(bad)} of them are not {need} and will be refused.",
-                            style="bold yellow")
-        self.push_screen(ConfirmScreen(title, body, verb.capitalize()),
-                         callback=lambda yes: self._run_action(verb, ids, on_done) if yes
-                         else None)
+        self.actions.job_action(verb, targets, on_done)
 
-    @staticmethod
-    def _explain(verb: str, job_id: int | None) -> str:
-        which = f"job {job_id}" if job_id is not None else "each job"
-        if verb == "replay" and job_id is None:
-            return ("Each gets a new pending job linked to it; the originals and their "
-                    "attempts stay as they are.")
-        if verb == "replay":
-            return (f"A new pending job is created, linked to job {job_id}; job {job_id} and "
-                    "its attempts stay as they are.")
-        if verb == "retry":
-            return (f"{which.capitalize()} goes back to pending with a fresh retry budget; "
-                    "its attempt history is kept.")
-        return (f"{which.capitalize()} is canceled; if it is running, its worker stops it "
-                "and its late result is discarded.")
-
-    def _run_action(self, verb: str, ids: list[int],
-                    on_done: Callable[[list[int]], None]) -> None:
-        db, engine = self.db, self.engine
-
-        def work() -> operator_actions.BulkOutcome:
-            return operator_actions.bulk(db, verb, ids)
-
-        def done(out: operator_actions.BulkOutcome) -> None:
-            if verb == "cancel" and engine is not None:
-                for job_id in out.done:
-                    engine.cancel_local(job_id)
-            self._report(verb, ids, out)
-            on_done(list(out.done))
-            self.request_poll()
-
-        self.in_thread(work, done)
-
-    def _report(self, verb: str, ids: list[int], out: operator_actions.BulkOutcome) -> None:
-        if len(ids) == 1:
-            job_id = ids[0]
-            if job_id in out.refused:
-                self.notify(clean(out.refused[job_id], 300), title=f"Cannot {verb}",
-                            severity="warning", timeout=8)
-            elif verb == "replay":
-                hint = " (n opens it)" if isinstance(self.screen, DetailScreen) else ""
-                self.notify(f"job {job_id} replayed as job {out.done[job_id]}{hint}",
-                            title="Replayed")
-            elif verb == "retry":
-                self.notify(f"job {job_id} retried: pending again with a fresh budget",
-                            title="Retried")
-            else:
-                self.notify(f"job {job_id} canceled", title="Canceled")
-            return
-        parts = []
-        if out.done:
-            parts.append(f"{len(out.done)} {PAST[verb]}")
-            if verb == "replay":
-                new = [str(i) for i in out.done.values() if i is not None]
-                shown = ", ".join(new[:6]) + (", …" if len(new) > 6 else "")
-                parts[-1] += f" as new jobs {shown}"
-        if out.refused:
-            first = next(iter(out.refused.values()))
-            more = f" (and {len(out.refused) - 1} more)" if len(out.refused) > 1 else ""
-            parts.append(f"{len(out.refused)} refused: {first}{more}")
-        severity = "warning" if out.refused else "information"
-        self.notify(clean("; ".join(parts), 400), title=f"{verb.capitalize()}: {len(ids)} jobs",
-                    severity=severity, timeout=10 if out.refused else 5)
+    def export_view(self, flt: reads.JobFilter, sort: str, what: str) -> None:
+        self.actions.export_view(flt, sort, what)
 
     def enqueue_one(self, job_type: str, entity_id: str) -> enqueue.EnqueueResult:
         return enqueue.enqueue(self.db, job_type, entity_id, known_types=registry.names(),
                              max_attempts=self.settings.max_attempts)
 
     def action_enqueue(self) -> None:
-        if self.refuse_if_read_only("enqueue"):
-            return
-
-        def opened(job_id: int | None) -> None:
-            self.request_poll()
-            if job_id is not None:
-                self.open_detail(job_id)
-
-        self.push_screen(EnqueueScreen(registry.names(), blink=self.options.blink),
-                         callback=opened)
-
-    # --- export ----------------------------------------------------------------------------------
-
-    def export_view(self, flt: reads.JobFilter, sort: str, what: str) -> None:
-        stamp = datetime.fromtimestamp(clock.now(), UTC).strftime("%Y%m%d-%H%M%S")
-        name = what.replace(" ", "-")
-        desc = Text(f"{what}: ", style="bold")
-        desc.append(clean(f"status {','.join(flt.statuses) or 'all'}, type "
-                          f"{flt.job_type or 'all'}, search {flt.search or '-'}, sort {sort}"))
-        db = self.db
-
-        def chosen(path: str | None) -> None:
-            if path is None:
-                return
-            self.in_thread(lambda: export_jobs(db, flt, sort, Path(path).expanduser()),
-                           lambda n: self.notify(f"exported {n:,} jobs to {path}",
-                                                 title="Exported"))
-
-        self.push_screen(ExportScreen(f"syncbridge-{name}-{stamp}.csv", desc,
-                                      blink=self.options.blink), callback=chosen)
+        self.actions.enqueue(self.enqueue_one)
 
     # --- the command palette ---------------------------------------------------------------------
 
@@ -543,7 +415,7 @@ class SyncBridgeApp(App[int]):
             self.call_later(self.run_action, key.action)
             return
         screen = self.base_screen()
-        target: Any = None
+        target: DetailScreen | JobList | None = None
         if isinstance(screen, DetailScreen):
             target = screen if key.group == "detail" else None
             if target is None and key.action.startswith(("job_action", "job_logs")):
@@ -555,34 +427,6 @@ class SyncBridgeApp(App[int]):
                         "job's detail", severity="warning")
             return
         self.call_later(self.run_action, key.action, target)
-
-
-def export_jobs(db: Database, flt: reads.JobFilter, sort: str, path: Path) -> int:
-    """Every job matching the view, streamed page by page (never all in memory)."""
-    as_json = path.suffix.lower() == ".json"
-    n = 0
-    fields = list(Job.__dataclass_fields__)
-    with path.open("w", encoding="utf-8", newline="") as out:
-        writer = None if as_json else csv.DictWriter(out, fieldnames=fields)
-        if writer is not None:
-            writer.writeheader()
-        else:
-            out.write("[\n")
-        while n < EXPORT_CAP:
-            page = reads.list_jobs(db, flt, limit=EXPORT_PAGE, offset=n, sort=sort)
-            for job in page:
-                row = job.to_dict()
-                if writer is not None:
-                    writer.writerow({k: json.dumps(v) if isinstance(v, dict) else v
-                                     for k, v in row.items()})
-                else:
-                    out.write((",\n" if n else "") + json.dumps(row, ensure_ascii=False))
-                n += 1
-            if len(page) < EXPORT_PAGE:
-                break
-        if writer is None:
-            out.write("\n]\n")
-    return n
 
 
 def create_app(settings: Settings, options: ConsoleOptions | None = None, *,
@@ -610,7 +454,7 @@ def create_app(settings: Settings, options: ConsoleOptions | None = None, *,
 def run_app(args: argparse.Namespace, settings: Settings) -> int:
     """`syncbridge` without a command: open the database, seed the demo, run the console."""
     from core.runtime import open_database
-    from syncbridge_tui.cli import seed_demo
+    from syncbridge_tui.demo import seed_demo
 
     db = open_database(settings)
     try:

@@ -21,14 +21,14 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from typing import Any
 
 from core.config import Settings
 from core.db import Database, local_wakeup
 from core.integrations.mock import MockUpstream
 from syncbridge_tui.worker_process import WorkerSpec, child_main
-
-START_TIMEOUT_SECONDS = 60.0  # spawn, imports and the first heartbeat on a loaded machine
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,9 +116,9 @@ class EmbeddedWorker:
         self._paused = bool(worker_kwargs.get("start_paused", False))
         self._stop_requested = False
         self._force = False
-        self._commands: Any = None  # the parent's end of parent -> child
+        self._commands: Connection | None = None  # the parent's end of parent -> child
         self._send_lock = threading.Lock()
-        self._process: Any = None
+        self._process: BaseProcess | None = None
 
     @property
     def concurrency(self) -> int:
@@ -238,7 +238,7 @@ class EmbeddedWorker:
             if self.error is None and process.exitcode not in (0, None):
                 self.error = RuntimeError(f"worker process exited with code {process.exitcode}")
 
-    def _read(self, conn: Any) -> None:
+    def _read(self, conn: Connection) -> None:
         while True:
             try:
                 message = conn.recv()

@@ -40,7 +40,9 @@ async def wait_until(pilot: Pilot[int], condition: Callable[[], object], *,
 
 
 def _app(pilot: Pilot[int]) -> SyncBridgeApp:
-    return pilot.app  # type: ignore[return-value]
+    app = pilot.app
+    assert isinstance(app, SyncBridgeApp)
+    return app
 
 
 async def settle(pilot: Pilot[int]) -> None:

@@ -1,12 +1,12 @@
 """The console's embedded worker, in a child process: the child's side of the wire.
 
-Why a process and not a thread: core's Worker draining at full speed (2,400-2,500 real
-jobs/s) is Python code that holds the GIL most of the time. In the console's own process
-every refresh, key press and repaint waited for that GIL (refresh p95 about 1.2 s at a
-million jobs), so "a worker at full speed" and "a UI that answers in 50 ms" cannot share
-one interpreter. This is a deliberate departure from "the worker in a background thread"
-of the design: the console supervises one child process (multiprocessing, spawn context)
-that runs an ordinary core Worker, and talks to it over two one-way pipes.
+Why a process and not a thread: core's Worker draining at full speed is Python code that
+holds the GIL most of the time. In the console's own process every refresh, key press and
+repaint waited for that GIL (refreshes took over a second on a big queue), so "a worker
+at full speed" and "a UI that answers at once" cannot share one interpreter. This is a
+deliberate departure from "the worker in a background thread" of the design: the console
+supervises one child process (multiprocessing, spawn context) that runs an ordinary core
+Worker, and talks to it over two one-way pipes.
 
 This module is imported by both sides but imports only core (never Textual or Rich), so
 the child loads nothing of the console. The parent's side is syncbridge_tui.engine.
@@ -34,10 +34,14 @@ from collections import deque
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.config import Settings
 from core.logging import one_line
+from core.shutdown import stop_on_signals
+
+if TYPE_CHECKING:
+    from core.worker import Worker
 
 TICK_SECONDS = 0.1  # the longest a log line or a state change waits before it is sent
 IDLE_TICK_SECONDS = 0.5  # with nothing new, a status still goes out this often
@@ -76,7 +80,7 @@ class EventSender:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="syncbridge-events",
                                         daemon=True)
-        self.worker: Any = None
+        self.worker: Worker | None = None
         self.broken = False  # the console is gone
 
     def sink(self, event: MutableMapping[str, Any]) -> None:
@@ -132,7 +136,7 @@ class EventSender:
             self._conn.close()
 
 
-def _read_commands(conn: Connection, worker: Any, parent_gone: threading.Event) -> None:
+def _read_commands(conn: Connection, worker: Worker, parent_gone: threading.Event) -> None:
     from core.db import local_wakeup
 
     while True:
@@ -195,15 +199,7 @@ def child_main(commands: Connection, events: Connection, spec: WorkerSpec) -> No
             db.dispose()
         return
     sender.worker = worker
-    stops = 0
-
-    def on_signal(_signum: int, _frame: Any) -> None:
-        nonlocal stops
-        stops += 1
-        worker.request_stop(force=stops > 1)
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGHUP, on_signal)
+    stop_on_signals(worker, (signal.SIGTERM, signal.SIGHUP))
     parent_gone = threading.Event()
     threading.Thread(target=_read_commands, args=(commands, worker, parent_gone),
                      name="syncbridge-commands", daemon=True).start()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from rich.table import Table
 from rich.text import Text
@@ -19,12 +18,10 @@ from core.reads import attempt_number
 from core.records import Attempt, Job
 from syncbridge_tui import keymap
 from syncbridge_tui.cells import STATUS_STYLES, cell, dash, outcome_cell
+from syncbridge_tui.context import Console
 from syncbridge_tui.text import ago, clean, ms, until
 from syncbridge_tui.widgets.header import StatusHeader
 from syncbridge_tui.widgets.window_table import WindowTable
-
-if TYPE_CHECKING:
-    from syncbridge_tui.app import SyncBridgeApp
 
 # Sized to fit 140 columns; the full messages are in the fields above the table.
 ATTEMPT_COLUMNS = [("#", 3), ("WORKER", 22), ("STARTED", 10), ("DURATION", 9),
@@ -42,16 +39,13 @@ class DetailData:
 class DetailScreen(Screen[None]):
     BINDINGS = keymap.bindings(keymap.DETAIL)
 
-    def __init__(self, job_id: int) -> None:
+    def __init__(self, console: Console, job_id: int) -> None:
         super().__init__()
+        self.console = console
         self.job_id = job_id
         self.data: DetailData | None = None
         self.loaded = False
         self._attempt_rows = 0
-
-    @property
-    def console(self) -> SyncBridgeApp:
-        return self.app  # type: ignore[return-value]
 
     def compose(self) -> ComposeResult:
         yield StatusHeader(id="header")

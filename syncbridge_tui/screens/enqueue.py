@@ -7,7 +7,6 @@ says which job it is and offers to open it.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual import on
@@ -17,14 +16,11 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Select, Static
 
-from core import enqueue
-from core.errors import InvalidInput
+from core import enqueue, errors
+from syncbridge_tui.context import InThread
 from syncbridge_tui.text import clean
 
-if TYPE_CHECKING:
-    from syncbridge_tui.app import SyncBridgeApp
-
-Submit = Callable[[str, str], enqueue.EnqueueResult]
+Submit = Callable[[str, str], enqueue.EnqueueResult]  # (job type, entity id): the enqueue
 
 
 class EnqueueScreen(ModalScreen[int | None]):
@@ -32,9 +28,13 @@ class EnqueueScreen(ModalScreen[int | None]):
 
     BINDINGS = [Binding("escape", "close", "Close", id="enqueue.close")]
 
-    def __init__(self, job_types: list[str], blink: bool = True) -> None:
+    def __init__(self, job_types: list[str], *, submit: Submit, in_thread: InThread,
+                 refuse_if_read_only: Callable[[str], bool], blink: bool = True) -> None:
         super().__init__(classes="modal")
         self.job_types = job_types
+        self.submit = submit
+        self.in_thread = in_thread
+        self.refuse_if_read_only = refuse_if_read_only
         self.blink = blink
         self.existing_id: int | None = None
         self.busy = False
@@ -65,7 +65,7 @@ class EnqueueScreen(ModalScreen[int | None]):
         value = self.query_one("#entity-id", Input).value
         try:
             enqueue.validate_entity_id(value)
-        except InvalidInput as exc:
+        except errors.InvalidInput as exc:
             return str(exc)
         return None
 
@@ -87,13 +87,12 @@ class EnqueueScreen(ModalScreen[int | None]):
             return
         job_type = str(self.query_one("#job-type", Select).value)
         entity = self.query_one("#entity-id", Input).value
-        app: SyncBridgeApp = self.app  # type: ignore[assignment]
-        if app.refuse_if_read_only("enqueue"):
+        if self.refuse_if_read_only("enqueue"):
             return
         self.busy = True
-        app.in_thread(lambda: app.enqueue_one(job_type, entity),
-                      lambda result: self._done(job_type, result),
-                      on_error=self._failed)
+        submit = self.submit
+        self.in_thread(lambda: submit(job_type, entity),
+                       lambda result: self._done(job_type, result), on_error=self._failed)
 
     def _failed(self, exc: BaseException) -> None:
         self.busy = False

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rich.text import Text
 from textual import events, on
@@ -32,11 +32,9 @@ from core.records import Job
 from core.statuses import STATUSES
 from syncbridge_tui import keymap
 from syncbridge_tui.cells import cell, dash, status_cell
+from syncbridge_tui.context import Console
 from syncbridge_tui.text import ago, clean, until
 from syncbridge_tui.widgets.window_table import WindowTable
-
-if TYPE_CHECKING:
-    from syncbridge_tui.app import SyncBridgeApp
 
 COUNT_CAP = 100_000
 MARK_ALL_CAP = 10_000
@@ -92,8 +90,9 @@ class JobList(Vertical):
     FIXED_STATUSES: tuple[str, ...] = ()
     TITLE = "Jobs"
 
-    def __init__(self, *, id: str | None = None) -> None:
+    def __init__(self, console: Console, *, id: str | None = None) -> None:
         super().__init__(id=id, classes="pane job-list")
+        self.console = console
         self.state = ListState(statuses=self.FIXED_STATUSES)
         self.jobs: list[Job] = []
         self.extra: Any = None
@@ -112,10 +111,6 @@ class JobList(Vertical):
         # Between `/` and the search box having focus: the keys typed meanwhile, in order.
         self._typeahead: list[events.Key | events.Paste] | None = None
         self.loaded = False
-
-    @property
-    def console(self) -> SyncBridgeApp:
-        return self.app  # type: ignore[return-value]
 
     def compose(self) -> ComposeResult:
         yield Static(id="list-title", classes="pane-title")
@@ -144,6 +139,9 @@ class JobList(Vertical):
 
     def focus_table(self) -> None:
         self.table.focus()
+
+    def refresh_now(self) -> None:
+        """Nothing to do: every poll fetches the window on show."""
 
     # --- polling ---------------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from textual.containers import Vertical
 from textual.widgets import RichLog, Static
 
 from syncbridge_tui import keymap
-from syncbridge_tui.engine import LogLine
+from syncbridge_tui.engine import LogBuffer, LogLine
 from syncbridge_tui.text import clean
 
 _FIRST = ("job_id", "attempt", "job_type", "entity_id", "outcome", "error_type",
@@ -26,7 +26,7 @@ _LAST = ("error",)  # the long, untrusted part goes at the end
 _SKIP = {"event", "level", "timestamp", "worker_id", "correlation_id"}
 # A worker at full speed logs thousands of lines a second; nobody reads them at that rate,
 # and wrapping and styling them all would take the UI's time (a RichLog renders every line
-# it is given at write time: 300 lines were 150 ms on show). Each feed writes the newest
+# it is given at write time, so a few hundred lines would stall the UI). Each feed writes the newest
 # screenful (at most FEED_MAX lines) and says how many it passed over (the log file has
 # every line); the pane keeps SHOWN_MAX lines to scroll back through. Shown again at the
 # same width and filter, it keeps what it had and only catches up.
@@ -84,8 +84,9 @@ class LogView(RichLog):
 
 
 class LogPane(Vertical):
-    def __init__(self, *, id: str | None = None) -> None:
+    def __init__(self, log_buffer: LogBuffer, *, id: str | None = None) -> None:
         super().__init__(id=id, classes="pane")
+        self.log_buffer = log_buffer
         self.correlation_id: str | None = None
         self.job_id: int | None = None
         self.lines_shown = 0
@@ -107,11 +108,10 @@ class LogPane(Vertical):
         self.call_after_refresh(self._catch_up)
 
     def _catch_up(self) -> None:
-        app: Any = self.app
         if self._written_for != (self._width(), self.correlation_id):
-            self.only(self.job_id, self.correlation_id, app.log_buffer.since(0))
+            self.only(self.job_id, self.correlation_id, self.log_buffer.since(0))
         else:
-            self.feed(app.log_buffer.since(self._last_seq))
+            self.feed(self.log_buffer.since(self._last_seq))
 
     def _width(self) -> int:
         return self.query_one(RichLog).scrollable_content_region.width

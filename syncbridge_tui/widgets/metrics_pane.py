@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -13,12 +12,10 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Sparkline, Static
 
 from core import metrics
+from core.db import Database
 from syncbridge_tui.cells import cell
 from syncbridge_tui.text import ms, pct
 from syncbridge_tui.widgets.window_table import WindowTable
-
-if TYPE_CHECKING:
-    from syncbridge_tui.app import SyncBridgeApp
 
 BUCKETS, BUCKET_SECONDS = 30, 10.0
 COLUMNS = [("TYPE", 9), ("TOTAL", 7), ("PEND", 5), ("RUN", 5), ("OK", 5), ("FAIL", 5),
@@ -34,14 +31,15 @@ class MetricsData:
     seconds: float  # what the queries cost
 
 
-# metrics.collect costs 0.15-0.4 s at a million jobs (one pass over the jobs table); a
-# costly collect is repeated at most every 5x its cost, so the pane never keeps a core busy.
+# metrics.collect is one pass over the jobs table, costly on a big queue; a costly collect
+# is repeated at most every 5x its cost, so the pane never keeps a core busy.
 BACKOFF_FACTOR = 5.0
 
 
 class MetricsPane(Vertical):
-    def __init__(self, *, id: str | None = None) -> None:
+    def __init__(self, db: Database, *, id: str | None = None) -> None:
         super().__init__(id=id, classes="pane")
+        self.db = db
         self.loaded = False
         self._next_due = 0.0
 
@@ -67,7 +65,7 @@ class MetricsPane(Vertical):
         self.query_one(DataTable).focus()
 
     def plan(self) -> Callable[[], MetricsData | None]:
-        db = self._console().db
+        db = self.db
         if time.monotonic() < self._next_due:
             return lambda: None
 
@@ -83,9 +81,6 @@ class MetricsPane(Vertical):
     def refresh_now(self) -> None:
         """Switching to the pane (or a test) wants fresh numbers, whatever they cost."""
         self._next_due = 0.0
-
-    def _console(self) -> SyncBridgeApp:
-        return self.app  # type: ignore[return-value]
 
     def apply(self, data: MetricsData | None) -> None:
         if data is None:

@@ -8,8 +8,8 @@ the window's length changes (the last page, a filter with few matches).
 
 DataTable keys every cached cell, row and line by one table-wide update counter, which
 `update_cell` and a resize bump: one changed cell (an AGE ticking every poll) or a pane
-shown again re-rendered every cell of the table (40 rows x 11 cells of Rich rendering,
-50-300 ms at a million jobs). Here a changed cell evicts only its own cache entries and
+shown again re-rendered every cell of the table (every row x every column of Rich
+rendering, a visible stall). Here a changed cell evicts only its own cache entries and
 repaints only its row, and a resize evicts nothing (the columns have fixed widths and the
 line cache is keyed by the table's width). Focus moving in or out (every pane switch)
 restyles the table, and DataTable then dropped every cached render too; its caches are

@@ -4,7 +4,6 @@ is marked stale (its leases will expire and be recovered by the others)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -12,22 +11,22 @@ from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 
 from core import clock, heartbeats
+from core.db import Database
 from core.heartbeats import stale_after
 from core.records import WorkerInfo
 from syncbridge_tui.cells import cell
 from syncbridge_tui.text import ago
 from syncbridge_tui.widgets.window_table import WindowTable
 
-if TYPE_CHECKING:
-    from syncbridge_tui.app import SyncBridgeApp
-
 COLUMNS = [("WORKER", 34), ("STATE", 8), ("HOST", 16), ("PID", 7), ("STARTED", 10),
            ("LAST SEEN", 10), ("CONC", 5), ("IN FLIGHT", 9), ("PROCESSED", 9), ("", 6)]
 
 
 class WorkersPane(Vertical):
-    def __init__(self, *, id: str | None = None) -> None:
+    def __init__(self, db: Database, lease_seconds: float, *, id: str | None = None) -> None:
         super().__init__(id=id, classes="pane")
+        self.db = db
+        self.lease_seconds = lease_seconds
         self.loaded = False
         self.worker_rows: list[WorkerInfo] = []
 
@@ -41,14 +40,15 @@ class WorkersPane(Vertical):
     def focus_table(self) -> None:
         self.query_one(DataTable).focus()
 
+    def refresh_now(self) -> None:
+        """Nothing to do: every poll reads the workers (a few rows)."""
+
     def plan(self) -> Callable[[], list[WorkerInfo]]:
-        app: SyncBridgeApp = self.app  # type: ignore[assignment]
-        db = app.db
+        db = self.db
         return lambda: heartbeats.list_workers(db)
 
     def apply(self, workers: list[WorkerInfo]) -> None:
-        app: SyncBridgeApp = self.app  # type: ignore[assignment]
-        limit = stale_after(app.settings.lease_seconds)
+        limit = stale_after(self.lease_seconds)
         now = clock.now()
         table = self.query_one(WindowTable)
         keys = {str(r.key.value) for r in table.rows}

@@ -382,7 +382,7 @@ async def test_demo_is_seeded_once_the_console_is_up(showcase: MakeApp,
     from core.db import Database
     from core.migrations import upgrade
     from syncbridge_tui.app import ConsoleOptions, create_app
-    from syncbridge_tui.cli import seed_demo
+    from syncbridge_tui.demo import seed_demo
 
     settings = load_settings(database_url=f"sqlite:///{tmp_path}/empty.db")
     db = Database(settings.database_url)

@@ -1,0 +1,25 @@
+"""`syncbridge --worker-only`: core's Worker, headless, until a signal (or --until-empty).
+
+The first SIGINT/SIGTERM stops it gracefully, a second releases in-flight work now
+(core.shutdown, shared with the console's worker process)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from syncbridge_tui.commands.common import EXIT_OK, open_db, settings_for
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    from core import logging as sblog
+    from core.shutdown import stop_on_signals
+    from core.worker import Worker
+
+    settings = settings_for(args, concurrency=args.concurrency)
+    sblog.configure(level=settings.log_level, log_file=settings.log_file)
+    db = open_db(settings)
+    worker = Worker(db, settings)
+    stop_on_signals(worker)
+    asyncio.run(worker.run(until_empty=args.until_empty))
+    return EXIT_OK
