@@ -327,7 +327,7 @@ def _ended(c: Completion, outcome: str, error_type: str | None,
 _PG_ENQUEUE = """
 INSERT INTO sync_jobs (job_type, entity_id, status, payload, correlation_id, attempt_count,
                        max_attempts, next_run_at, lease_token, is_replay, created_at, updated_at)
-SELECT %(type)s, u.e, 'pending', %(payload)s::json, u.c, 0, %(max)s, %(now)s, 0, false,
+SELECT %(type)s, u.e, 'pending', %(payload)s::json, u.c, 0, %(max)s, %(run)s, 0, false,
        %(now)s, %(now)s
 FROM unnest(%(entities)b::text[], %(corrs)b::text[]) AS u(e, c)
 ON CONFLICT (job_type, entity_id) WHERE status IN ('pending', 'running') DO NOTHING
@@ -338,7 +338,7 @@ _SQLITE_ENQUEUE = """
 INSERT INTO sync_jobs (job_type, entity_id, status, payload, correlation_id, attempt_count,
                        max_attempts, next_run_at, lease_token, is_replay, created_at, updated_at)
 SELECT ?1, json_extract(u.value, '$[0]'), 'pending', ?2, json_extract(u.value, '$[1]'), 0, ?3,
-       ?4, 0, 0, ?4, ?4
+       ?6, 0, 0, ?4, ?4
 FROM json_each(?5) AS u WHERE true
 ON CONFLICT (job_type, entity_id) WHERE status IN ('pending', 'running') DO NOTHING
 RETURNING id, entity_id
@@ -349,16 +349,18 @@ def insert_jobs(conn: Connection, is_postgres: bool, job_type: str,
                 entity_chunks: Sequence[Sequence[str]],
                 correlation_chunks: Sequence[Sequence[str]],
                 payload: dict[str, Any] | None, max_attempts: int,
-                now: float) -> list[tuple[int, str]]:
+                now: float, run_at: float | None = None) -> list[tuple[int, str]]:
     """Insert pending jobs, one statement per chunk; the ones an active job already holds
     are skipped (the partial unique index decides). Returns (id, entity_id) of the inserted
-    ones. On PostgreSQL every chunk is sent before any answer is read (a pipeline)."""
+    ones. On PostgreSQL every chunk is sent before any answer is read (a pipeline).
+    `run_at` (default `now`) is when the jobs become due."""
     raw = _raw(conn)
     body = _dumps(payload)
+    run = now if run_at is None else run_at
     if is_postgres:
         with _pipeline(conn):
             cursors = [raw.execute(_PG_ENQUEUE, {
-                "type": job_type, "payload": body, "max": max_attempts, "now": now,
+                "type": job_type, "payload": body, "max": max_attempts, "now": now, "run": run,
                 "entities": list(entities), "corrs": list(corrs),
             }) for entities, corrs in zip(entity_chunks, correlation_chunks, strict=True)]
         return [row for cur in cursors for row in cur.fetchall()]
@@ -366,5 +368,5 @@ def insert_jobs(conn: Connection, is_postgres: bool, job_type: str,
     for entities, corrs in zip(entity_chunks, correlation_chunks, strict=True):
         data = json.dumps(list(zip(entities, corrs, strict=True)))
         rows += raw.execute(_SQLITE_ENQUEUE,
-                            (job_type, body, max_attempts, now, data)).fetchall()
+                            (job_type, body, max_attempts, now, data, run)).fetchall()
     return rows

@@ -125,11 +125,12 @@ def enqueue(
     max_attempts: int,
     payload: dict[str, Any] | None = None,
     correlation_id: str | None = None,
+    run_at: float | None = None,
 ) -> EnqueueResult:
     """Enqueue one job; a duplicate of an active job answers with that job's id."""
     return enqueue_many(db, job_type, [entity_id], known_types=known_types,
                         max_attempts=max_attempts, payload=payload,
-                        correlation_id=correlation_id)[0]
+                        correlation_id=correlation_id, run_at=run_at)[0]
 
 
 def enqueue_many(
@@ -142,11 +143,15 @@ def enqueue_many(
     payload: dict[str, Any] | None = None,
     correlation_id: str | None = None,
     chunk: int = 1000,
+    run_at: float | None = None,
 ) -> list[EnqueueResult]:
     """Enqueue many entities of one type in few statements; idempotency is the index's.
 
     Every id is validated before anything is written, so bad input writes nothing.
+    `run_at` (epoch seconds; default now) is when the new jobs become due.
     """
+    if run_at is not None and not (0 <= run_at < 1e11):  # NaN fails both comparisons
+        raise InvalidInput("run_at must be epoch seconds from 0 to 1e11")
     validate_job_type(job_type, known_types)
     ids = [validate_entity_id(e) for e in entity_ids]
     if correlation_id is not None and len(ids) > 1:
@@ -174,7 +179,7 @@ def enqueue_many(
             # PostgreSQL), so the server inserts one chunk while we prepare the next.
             for job_id, entity in hotpath.insert_jobs(
                     conn, db.is_postgres, job_type, list(chunks(todo, chunk)),
-                    list(chunks(corrs, chunk)), payload, max_attempts, now):
+                    list(chunks(corrs, chunk)), payload, max_attempts, now, run_at):
                 results[entity] = EnqueueResult(job_id, True, entity)
             for part in chunks([e for e in todo if e not in results], chunk):
                 existing = conn.execute(
