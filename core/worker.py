@@ -97,6 +97,9 @@ class Worker:
         self._flush_wake: asyncio.Event | None = None
         self._stop_requested = False
         self._pool = ThreadPoolExecutor(max_workers=3, thread_name_prefix="syncbridge-db")
+        # Optional observers (`--metrics-port`), called on the worker's loop; None: no cost.
+        self.on_claimed: Callable[[list[ClaimedJob]], None] | None = None
+        self.on_completed: Callable[[Completion, bool], None] | None = None
 
     # --- thread-safe controls -----------------------------------------------------------------
 
@@ -229,6 +232,8 @@ class Worker:
                 self.log.warning("claim.failed", error=one_line(exc), retry_in=delay)
                 await self._sleep(delay)
                 continue
+            if jobs and self.on_claimed is not None:
+                self.on_claimed(jobs)
             for job in jobs:
                 self._held[job.id] = job.lease_token
                 self._claimed_at[job.id] = job.claimed_at
@@ -293,6 +298,8 @@ class Worker:
                     del self._held[c.job_id]
                     self._claimed_at.pop(c.job_id, None)
                 self._account(c, ok)
+                if self.on_completed is not None:
+                    self.on_completed(c, ok)
                 if ok and c.outcome == OUTCOME_RETRY and c.next_run_at is not None:
                     due_now = due_now or c.next_run_at <= c.finished_at
             if due_now and self._wake is not None:
