@@ -21,6 +21,7 @@ from core.db import Database, DatabaseError
 from core.handlers import registry
 from core.integrations.mock import SCENARIOS
 from core.records import Job
+from syncbridge_tui import serve_command
 from syncbridge_tui.text import ago, clean, ms, pct, until
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, EXIT_DUPLICATE = 0, 1, 2, 3
@@ -109,6 +110,7 @@ def build_parser() -> _Parser:
     dbp = sub.add_parser("db", parents=[common], help="database maintenance")
     dbsub = dbp.add_subparsers(dest="db_command", metavar="ACTION", parser_class=_Parser)
     dbsub.add_parser("upgrade", parents=[common], help="upgrade the schema to the newest")
+    serve_command.register(p, sub, common)  # `serve` and --metrics-port (HTTP API, issue 12)
     return p
 
 
@@ -397,6 +399,8 @@ def run_worker(args: argparse.Namespace) -> int:
     sblog.configure(level=settings.log_level, log_file=settings.log_file)
     db = _open(settings)
     worker = Worker(db, settings)
+    if args.metrics_port is not None:
+        serve_command.attach_worker_metrics(worker, args.metrics_port)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -426,7 +430,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "enqueue": cmd_enqueue, "jobs": cmd_jobs, "show": cmd_show, "retry": cmd_retry,
     "cancel": cmd_cancel, "replay": cmd_replay, "metrics": cmd_metrics,
     "workers": cmd_workers, "demo": cmd_demo, "mock-upstream": cmd_mock_upstream,
-    "db": cmd_db,
+    "db": cmd_db, "serve": serve_command.cmd_serve,
 }
 
 
