@@ -42,6 +42,7 @@ MAX_JOB_ID = 2**31 - 1  # job ids are 32-bit integers on PostgreSQL
 MAX_BULK = 10_000
 MAX_BULK_CONTROL = 1_000
 JobId = Annotated[int, Path(ge=1, le=MAX_JOB_ID, description="job id")]
+bearer = HTTPBearer(auto_error=False, description="a token from SYNCBRIDGE_API_TOKENS")
 
 
 # --- schemas ----------------------------------------------------------------------------------
@@ -304,8 +305,6 @@ def create_app(settings: Settings, db: Database, *, tokens: list[Token] | None =
     app.state.collector = collector
 
     # --- access --------------------------------------------------------------------------------
-    bearer = HTTPBearer(auto_error=False, description="a token from SYNCBRIDGE_API_TOKENS")
-
     def principal_from(authorization: str | None) -> Principal | None:
         """None when the header does not name a valid token."""
         if not tokens:

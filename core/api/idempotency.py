@@ -76,9 +76,9 @@ class IdempotencyStore:
                 insert.values(
                     scope=scope, key=key, fingerprint=fingerprint, state=IN_PROGRESS,
                     created_at=now, expires_at=now + self.ttl,
-                ).on_conflict_do_nothing()
-            ).rowcount
-            if inserted == 1:
+                ).on_conflict_do_nothing().returning(idempotency_t.c.key)
+            ).first()
+            if inserted is not None:
                 return "new", None
             row = conn.execute(select(idempotency_t).where(t.scope == scope, t.key == key)
                                ).first()
