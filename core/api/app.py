@@ -622,6 +622,10 @@ def create_app(settings: Settings, db: Database, *, tokens: list[Token] | None =
         schemas.pop("ValidationError", None)
         for path in doc.get("paths", {}).values():
             for op in path.values():
+                for param in op.get("parameters", []):
+                    if param.get("name") == "job_type" and param.get("in") == "path":
+                        param["schema"] = {"type": "string", "enum": types(),
+                                           "title": "Job Type"}
                 responses = op.setdefault("responses", {})
                 responses.pop("422", None)
                 responses["default"] = {"description": "an error (RFC 9457 problem document)",
