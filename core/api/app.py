@@ -15,7 +15,6 @@ from typing import Annotated, Any, Literal
 from fastapi import Body, Depends, FastAPI, Header, Path, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
@@ -264,7 +263,7 @@ def _check_job_type(job_type: str, known: list[str]) -> str:
     return job_type
 
 
-def _duplicate(exc: queue.DuplicateJob | None, job_id: int, message: str) -> ApiProblem:
+def _duplicate(job_id: int, message: str) -> ApiProblem:
     return ApiProblem(409, message, slug="duplicate-job", existing_job_id=job_id,
                       headers={"Location": f"/api/jobs/{job_id}"})
 
@@ -388,7 +387,7 @@ def create_app(settings: Settings, db: Database, *, tokens: list[Token] | None =
 
     @app.exception_handler(queue.DuplicateJob)
     async def _dup(_r: Request, exc: queue.DuplicateJob) -> Response:
-        return _duplicate(exc, exc.existing_id, str(exc)).response()
+        return _duplicate(exc.existing_id, str(exc)).response()
 
     @app.exception_handler(DatabaseError)
     async def _db_down(_r: Request, exc: DatabaseError) -> Response:
@@ -416,7 +415,7 @@ def create_app(settings: Settings, db: Database, *, tokens: list[Token] | None =
                                  correlation_id=body.correlation_id,
                                  run_at=_parse_run_at(body.run_at))
         if not r.created:
-            raise _duplicate(None, r.job_id, f"an active {job_type} job for "
+            raise _duplicate(r.job_id, f"an active {job_type} job for "
                                              f"{body.entity_id!r} already exists: job {r.job_id}")
         job = queue.get_job(db, r.job_id)
         if job is None:  # finished and purged in between: cannot happen (no purge), but say so
@@ -636,6 +635,3 @@ def create_app(settings: Settings, db: Database, *, tokens: list[Token] | None =
     app.openapi = openapi  # type: ignore[method-assign]
     return app
 
-
-def json_response(data: Any, status: int = 200) -> JSONResponse:
-    return JSONResponse(data, status_code=status)

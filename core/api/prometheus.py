@@ -30,7 +30,7 @@ from sqlalchemy import case, func, select
 
 from core import clock, metrics
 from core.db import Database
-from core.models import OUTCOME_LEASE_LOST, STATUSES, attempts_t, jobs_t, workers_t
+from core.models import OUTCOME_LEASE_LOST, attempts_t, jobs_t, workers_t
 from core.records import ClaimedJob, Completion
 
 log = logging.getLogger("syncbridge.api.metrics")
@@ -209,9 +209,6 @@ class DatabaseCollector(Collector):
         for state in ("running", "paused", "starting", "stopping"):
             w.add_metric([state], snap.workers.get(state, 0))
         yield w
-
-
-STATUS_LABELS = STATUSES  # re-exported for tests
 
 
 # --- the headless worker's own metrics --------------------------------------------------------

@@ -66,8 +66,8 @@ class Server:
         return out
 
 
-def start_server(db_url: str, *, token: str | None = None, timeout: float = 20.0,
-                 **settings: str) -> Server:
+def start_server(db_url: str, *, token: str | None = None, **settings: str) -> Server:
+    timeout = 20.0
     port = free_port()
     settings.setdefault("api_metrics_refresh_seconds", "0.1")
     proc = subprocess.Popen(

@@ -362,6 +362,7 @@ def test_prometheus_metrics_match_the_database(server: Server, api_db: Database)
         return None
 
     found = wait_for(matches, timeout=10, message="/metrics to match the database")
+    assert found is not None
     m, text = found["m"], found["text"]
     assert m["syncbridge_due_jobs"][(("job_type", "customer"),)] == 6
     assert m["syncbridge_dead_letter_jobs"][(("job_type", "customer"),)] == 0
@@ -409,6 +410,7 @@ def test_worker_metrics_port_counts_what_the_attempts_table_holds(
             return m if got == db_attempts else None
 
         m = wait_for(scraped, timeout=10, message="worker metrics to match attempts")
+        assert m is not None
         assert sum(db_attempts.values()) == 9  # c_flaky: two retries, then success
         assert m["syncbridge_worker_execution_seconds_count"][(("job_type", "customer"),)] == 8
         starts = m["syncbridge_worker_enqueue_to_start_seconds_count"]
