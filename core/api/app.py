@@ -290,6 +290,7 @@ def create_app(settings: Settings, db: Database, *, tokens: list[Token] | None =
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        collector.start()  # the first snapshot is ready before the first scrape, mostly
         yield
         collector.stop()
 

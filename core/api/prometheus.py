@@ -4,7 +4,8 @@
   aggregates cost a scan at a million jobs (hundreds of ms to seconds), so a background
   thread refreshes a snapshot every SYNCBRIDGE_API_METRICS_REFRESH_SECONDS and a scrape
   serves the latest one (microseconds); `syncbridge_metrics_snapshot_age_seconds` says how
-  stale it is. The first scrape computes the first snapshot itself.
+  stale it is. The thread starts with the server; a scrape before the first snapshot
+  waits for it.
 - `WorkerMetrics` (`syncbridge --worker-only --metrics-port N`): one worker's own
   in-process counters and histograms, fed by the worker's observer hooks.
 """
@@ -121,6 +122,7 @@ class DatabaseCollector(Collector):
         self._error: str | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._ready = threading.Event()
         self._thread: threading.Thread | None = None
 
     def refresh(self) -> None:
@@ -133,8 +135,11 @@ class DatabaseCollector(Collector):
         self._snapshot, self._error = snap, None
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.refresh_seconds):
+        while True:
             self.refresh()
+            self._ready.set()
+            if self._stop.wait(self.refresh_seconds):
+                return
 
     def start(self) -> None:
         with self._lock:
@@ -151,10 +156,8 @@ class DatabaseCollector(Collector):
 
     def collect(self) -> Iterable[Any]:
         if self._snapshot is None:
-            with self._lock:
-                if self._snapshot is None:
-                    self.refresh()
-            self.start()
+            self.start()  # normally started with the server; the first snapshot is awaited
+            self._ready.wait(120)
         snap = self._snapshot
         up = GaugeMetricFamily("syncbridge_metrics_snapshot_ok",
                                "1 when the last refresh of the snapshot succeeded.")
