@@ -29,6 +29,15 @@ class Settings(BaseSettings):
     billing_url: str | None = None
     log_file: str | None = None
     log_level: str = "info"
+    # HTTP API (`syncbridge serve`): bearer tokens as `name:scope:secret,...` or a JSON list
+    # of {"name", "scope", "secret"}; scope is read or write. Unset: open, loopback only.
+    api_tokens: str | None = None
+    api_idempotency_ttl_seconds: float = Field(86400.0, gt=0, le=30 * 86400)
+    api_max_body_bytes: int = Field(1024 * 1024, ge=1024, le=256 * 1024 * 1024)
+    # /metrics serves a snapshot of the database aggregates refreshed this often.
+    api_metrics_refresh_seconds: float = Field(10.0, ge=0.05, le=3600)
+    # A worker whose heartbeat is older than this is not counted as alive.
+    api_worker_fresh_seconds: float = Field(30.0, gt=0, le=86400)
 
     @field_validator("database_url")
     @classmethod

@@ -77,6 +77,10 @@ def validate_job_type(job_type: object, known: Iterable[str]) -> str:
     return job_type
 
 
+# Later than any date a person means (year 5138), early enough for a float's precision.
+MAX_RUN_AT = 1e11
+
+
 def new_correlation_ids(n: int) -> list[str]:
     """n random 128-bit ids as 32 hex digits (the shape of a uuid4's hex), from one read of
     the OS's random source: a bulk enqueue needs thousands."""
@@ -97,11 +101,12 @@ def enqueue(
     max_attempts: int,
     payload: dict[str, Any] | None = None,
     correlation_id: str | None = None,
+    run_at: float | None = None,
 ) -> EnqueueResult:
     """Enqueue one job; a duplicate of an active job answers with that job's id."""
     return enqueue_many(db, job_type, [entity_id], known_types=known_types,
                         max_attempts=max_attempts, payload=payload,
-                        correlation_id=correlation_id)[0]
+                        correlation_id=correlation_id, run_at=run_at)[0]
 
 
 def enqueue_many(
@@ -114,11 +119,15 @@ def enqueue_many(
     payload: dict[str, Any] | None = None,
     correlation_id: str | None = None,
     chunk: int = ENQUEUE_CHUNK,
+    run_at: float | None = None,
 ) -> list[EnqueueResult]:
     """Enqueue many entities of one type in few statements; idempotency is the index's.
 
     Every id is validated before anything is written, so bad input writes nothing.
+    `run_at` (epoch seconds; default now) is when the new jobs become due.
     """
+    if run_at is not None and not (0 <= run_at < MAX_RUN_AT):  # NaN fails both comparisons
+        raise InvalidInput(f"run_at must be epoch seconds from 0 to {MAX_RUN_AT:.0e}")
     validate_job_type(job_type, known_types)
     ids = [validate_entity_id(e) for e in entity_ids]
     if correlation_id is not None and len(ids) > 1:
@@ -148,7 +157,7 @@ def enqueue_many(
             # PostgreSQL), so the server inserts one chunk while we prepare the next.
             for job_id, entity in insert_jobs(
                     conn, db.is_postgres, job_type, list(chunks(todo, chunk)),
-                    list(chunks(corrs, chunk)), payload, max_attempts, now):
+                    list(chunks(corrs, chunk)), payload, max_attempts, now, run_at):
                 results[entity] = EnqueueResult(job_id, True, entity)
             for part in chunks([e for e in todo if e not in results], chunk):
                 existing = conn.execute(
@@ -174,7 +183,7 @@ def enqueue_many(
 _PG_ENQUEUE = """
 INSERT INTO sync_jobs (job_type, entity_id, status, payload, correlation_id, attempt_count,
                        max_attempts, next_run_at, lease_token, is_replay, created_at, updated_at)
-SELECT %(type)s, u.e, 'pending', %(payload)s::json, u.c, 0, %(max)s, %(now)s, 0, false,
+SELECT %(type)s, u.e, 'pending', %(payload)s::json, u.c, 0, %(max)s, %(run)s, 0, false,
        %(now)s, %(now)s
 FROM unnest(%(entities)b::text[], %(corrs)b::text[]) AS u(e, c)
 ON CONFLICT (job_type, entity_id) WHERE status IN ('pending', 'running') DO NOTHING
@@ -185,7 +194,7 @@ _SQLITE_ENQUEUE = """
 INSERT INTO sync_jobs (job_type, entity_id, status, payload, correlation_id, attempt_count,
                        max_attempts, next_run_at, lease_token, is_replay, created_at, updated_at)
 SELECT ?1, json_extract(u.value, '$[0]'), 'pending', ?2, json_extract(u.value, '$[1]'), 0, ?3,
-       ?4, 0, 0, ?4, ?4
+       ?6, 0, 0, ?4, ?4
 FROM json_each(?5) AS u WHERE true
 ON CONFLICT (job_type, entity_id) WHERE status IN ('pending', 'running') DO NOTHING
 RETURNING id, entity_id
@@ -196,7 +205,7 @@ def insert_jobs(conn: Connection, is_postgres: bool, job_type: str,
                 entity_chunks: Sequence[Sequence[str]],
                 correlation_chunks: Sequence[Sequence[str]],
                 payload: dict[str, Any] | None, max_attempts: int,
-                now: float) -> list[tuple[int, str]]:
+                now: float, run_at: float | None = None) -> list[tuple[int, str]]:
     """Insert pending jobs, one statement per chunk; the ones an active job already holds
     are skipped (the partial unique index decides). Returns (id, entity_id) of the inserted
     ones. On PostgreSQL every chunk is sent before any answer is read (a pipeline)."""
@@ -206,6 +215,7 @@ def insert_jobs(conn: Connection, is_postgres: bool, job_type: str,
         with pipeline(conn):
             cursors = [raw.execute(_PG_ENQUEUE, {
                 "type": job_type, "payload": body, "max": max_attempts, "now": now,
+                "run": now if run_at is None else run_at,
                 "entities": list(entities), "corrs": list(corrs),
             }) for entities, corrs in zip(entity_chunks, correlation_chunks, strict=True)]
         return [row for cur in cursors for row in cur.fetchall()]
@@ -213,5 +223,6 @@ def insert_jobs(conn: Connection, is_postgres: bool, job_type: str,
     for entities, corrs in zip(entity_chunks, correlation_chunks, strict=True):
         data = json.dumps(list(zip(entities, corrs, strict=True)))
         rows += raw.execute(_SQLITE_ENQUEUE,
-                            (job_type, body, max_attempts, now, data)).fetchall()
+                            (job_type, body, max_attempts, now, data,
+                             now if run_at is None else run_at)).fetchall()
     return rows

@@ -94,6 +94,9 @@ class Worker:
         self._stop_requested = False
         self._pool = ThreadPoolExecutor(max_workers=WORKER_DB_THREADS,
                                         thread_name_prefix="syncbridge-db")
+        # Optional observers (`--metrics-port`), called on the worker's loop; None: no cost.
+        self.on_claimed: Callable[[list[ClaimedJob]], None] | None = None
+        self.on_completed: Callable[[Completion, bool], None] | None = None
 
     # --- thread-safe controls -----------------------------------------------------------------
 
@@ -289,6 +292,8 @@ class Worker:
                     del self._held[c.job_id]
                     self._claimed_at.pop(c.job_id, None)
                 self._account(c, ok)
+                if self.on_completed is not None:
+                    self.on_completed(c, ok)
                 if ok and c.outcome == AttemptOutcome.RETRY and c.next_run_at is not None:
                     due_now = due_now or c.next_run_at <= c.finished_at
             if due_now and self._wake is not None:

@@ -20,6 +20,10 @@ def run_worker(args: argparse.Namespace) -> int:
     sblog.configure(level=settings.log_level, log_file=settings.log_file)
     db = open_db(settings)
     worker = Worker(db, settings)
+    if args.metrics_port is not None:
+        from syncbridge_tui import serve_command
+
+        serve_command.attach_worker_metrics(worker, args.metrics_port)
     stop_on_signals(worker)
     asyncio.run(worker.run(until_empty=args.until_empty))
     return EXIT_OK
