@@ -229,6 +229,8 @@ class Worker:
                 self.log.warning("claim.failed", error=one_line(exc), retry_in=delay)
                 await self._sleep(delay)
                 continue
+            if jobs and self.on_claimed is not None:
+                self.on_claimed(jobs)
             for job in jobs:
                 self._held[job.id] = job.lease_token
                 self._claimed_at[job.id] = job.claimed_at

@@ -30,6 +30,7 @@ from core.api.problems import ApiProblem, Problem, add_secret, problem_response,
 from core.api.prometheus import DatabaseCollector
 from core.config import Settings
 from core.db import Database, DatabaseError
+from core.enqueue import enqueue_many, validate_entity_id, validate_job_type
 from core.handlers import registry as default_registry
 from core.migrations import current_revision, head_revision
 from core.models import jobs_t
@@ -411,7 +412,7 @@ def create_app(settings: Settings, db: Database, *, tokens: list[Token] | None =
                 idempotency_key: str | None = Header(None, max_length=255)) -> JobOut:
         known = types()
         _check_job_type(job_type, known)
-        [r] = enqueue.enqueue_many(db, job_type, [body.entity_id], known_types=known,
+        [r] = enqueue_many(db, job_type, [body.entity_id], known_types=known,
                                  max_attempts=settings.max_attempts, payload=body.payload,
                                  correlation_id=body.correlation_id,
                                  run_at=_parse_run_at(body.run_at))
@@ -433,7 +434,7 @@ def create_app(settings: Settings, db: Database, *, tokens: list[Token] | None =
         _check_job_type(job_type, known)
         run_at = _parse_run_at(body.run_at)
         if run_at is not None:
-            enqueue.enqueue_many(db, job_type, [], known_types=known, max_attempts=1,
+            enqueue_many(db, job_type, [], known_types=known, max_attempts=1,
                                run_at=run_at)  # validates run_at alone, writes nothing
         items = [(e, body.payload) for e in body.entity_ids] + \
                 [(i.entity_id, i.payload) for i in body.items]
@@ -446,7 +447,7 @@ def create_app(settings: Settings, db: Database, *, tokens: list[Token] | None =
         payloads: dict[str, dict[str, Any] | None] = {}
         for n, (entity, payload) in enumerate(items):
             try:
-                enqueue.validate_entity_id(entity)
+                validate_entity_id(entity)
                 if payload is not None:
                     json.dumps(payload, allow_nan=False, ensure_ascii=False).encode()
             except errors.InvalidInput as exc:
@@ -461,7 +462,7 @@ def create_app(settings: Settings, db: Database, *, tokens: list[Token] | None =
             groups.setdefault(key, []).append(n)
             payloads[key] = payload
         for key, indexes in groups.items():
-            out = enqueue.enqueue_many(db, job_type, [items[n][0] for n in indexes],
+            out = enqueue_many(db, job_type, [items[n][0] for n in indexes],
                                      known_types=known, max_attempts=settings.max_attempts,
                                      payload=payloads[key], run_at=run_at)
             seen: set[int] = set()
@@ -488,7 +489,7 @@ def create_app(settings: Settings, db: Database, *, tokens: list[Token] | None =
         cursor: Annotated[str | None, Query(max_length=200)] = None,
     ) -> JobPage:
         if job_type is not None:
-            enqueue.validate_job_type(job_type, types())
+            validate_job_type(job_type, types())
         flt = reads.JobFilter(statuses=tuple(status or ()), job_type=job_type, search=search)
         cond = flt.conditions_for(db)
         if cursor is not None:

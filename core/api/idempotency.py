@@ -21,6 +21,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 from sqlalchemy import Column, Double, Integer, MetaData, String, Table, Text, delete, select
+from sqlalchemy.dialects import postgresql, sqlite
 
 from core import clock
 from core.api.problems import problem_response
@@ -71,7 +72,9 @@ class IdempotencyStore:
         with self.db.write() as conn:
             conn.execute(delete(idempotency_t).where(t.scope == scope, t.key == key,
                                                      t.expires_at < now))
-            insert: Any = self.db.insert(idempotency_t)  # the dialect's (ON CONFLICT)
+            # The dialect's INSERT, for ON CONFLICT DO NOTHING.
+            insert = (postgresql.insert(idempotency_t) if self.db.is_postgres
+                      else sqlite.insert(idempotency_t))
             inserted = conn.execute(
                 insert.values(
                     scope=scope, key=key, fingerprint=fingerprint, state=IN_PROGRESS,
