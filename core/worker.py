@@ -233,6 +233,8 @@ class Worker:
                 self._held[job.id] = job.lease_token
                 self._claimed_at[job.id] = job.claimed_at
                 self._tasks[job.id] = asyncio.create_task(self._run_one(job))
+            if not jobs:
+                self.log.debug("claim.empty")  # observable (at debug) for tests: now idle
             if len(jobs) < free:
                 if until_empty and not self._tasks and not self._held:
                     try:
