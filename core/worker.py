@@ -264,6 +264,7 @@ class Worker:
                 self._wake.set()
         self._completing.add(job.id)
         self._pending.append(completion)
+        log.debug("attempt.queued", outcome=completion.outcome)  # observable (tests): unwritten
         assert self._flush_wake is not None
         self._flush_wake.set()
 
