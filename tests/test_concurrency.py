@@ -99,6 +99,14 @@ def test_worker_stops_claiming_without_its_heartbeat(db: Database, settings: Set
         real(*args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(queue, "record_heartbeat", heartbeat)
+    loop_turns = [0]  # the claim loop's sleeps: one per turn
+    real_sleep = worker._sleep
+
+    async def counted_sleep(timeout: float | None) -> None:
+        loop_turns[0] += 1
+        await real_sleep(timeout)
+
+    worker._sleep = counted_sleep  # type: ignore[method-assign]
 
     async def scenario() -> None:
         task = asyncio.create_task(worker.run())
@@ -107,10 +115,11 @@ def test_worker_stops_claiming_without_its_heartbeat(db: Database, settings: Set
         await async_wait_for(lambda: not worker._heartbeat_ok, 10, message="heartbeat failure")
         job_id = queue.enqueue(db, "customer", "c_1001", known_types=TYPES,
                                max_attempts=4).job_id
-        # Several poll intervals pass; the job must stay unclaimed.
-        for _ in range(10):
-            await asyncio.sleep(settings.poll_seconds)
-            assert queue.get_job(db, job_id).status == "pending"  # type: ignore[union-attr]
+        # The claim loop goes round ten times with the job there; it must stay unclaimed.
+        turns = loop_turns[0]
+        await async_wait_for(lambda: loop_turns[0] >= turns + 10, 10,
+                             message="ten turns of the claim loop")
+        assert queue.get_job(db, job_id).status == "pending"  # type: ignore[union-attr]
         broken.clear()
         await async_wait_for(
             lambda: queue.get_job(db, job_id).status == "success", 10,  # type: ignore[union-attr]

@@ -37,12 +37,19 @@ def _attempt(db, job_id: int, number: int):
     return next((a for a in queue.attempts_for(db, job_id) if a.number == number), None)
 
 
+def _stopped(pid: int) -> bool:
+    """The process is in the stopped state (every thread: /proc says T for the group)."""
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0] == "T"
+
+
 def _stop_outside_transaction(procs, proc, db, db_url: str) -> int:
     """SIGSTOP `proc` at a moment it holds no lock (a frozen lock holder would stall every
     other worker: a real hazard, but not this scenario). Returns how many tries it took."""
     for tries in range(1, 200):
         proc.signal(signal.SIGSTOP)
-        time.sleep(0.05)  # let the stop land before we look
+        wait_for(lambda: _stopped(proc.pid), timeout=5, interval=0.005,
+                 message="the SIGSTOP to land")
         free = (s.sqlite_lock_free(db_url) if db_url.startswith("sqlite")
                 else s.pg_busy_sessions(db) == 0)
         if free:
@@ -157,7 +164,8 @@ def test_paused_worker_is_fenced_out(db_url, db, upstream, procs, record):
     assert a.wait(15) == 0 and b.wait(15) == 0, procs.tails()
     assert not procs.tracebacks(), procs.tails()
 
-    record(backend=backend(db_url), jobs=1, workers=2, paused_seconds=round(paused_for, 1),
+    record(backend=backend(db_url), jobs=1, workers=len(procs.procs), lease_seconds=LEASE,
+           paused_seconds=round(paused_for, 1),
            stop_tries=tries, late_path=[e["event"] for e in events],
            history=[a_.outcome for a_ in queue.attempts_for(db, job_id)],
            billing_writes=s.billing_writes(upstream).get(corr, 0),
