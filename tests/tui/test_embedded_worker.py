@@ -135,7 +135,8 @@ async def test_quit_leaves_no_live_lease_and_no_process(
         assert pid is not None and alive(pid)
         await pilot.press("q")
         await wait_until(pilot, lambda: engine.done.is_set(), what="the worker to stop")
-    assert not app.is_running
+        # `q` closes the console by itself (leaving run_test's block would close it anyway).
+        await async_wait_for(lambda: not app.is_running, message="q to close the console")
     assert engine.error is None
     assert not alive(pid)
     job = queue.get_job(db, job_id)
@@ -258,7 +259,7 @@ async def test_worker_start_error_is_a_toast_and_a_header_state(
         info = app.header_info()
         assert info.worker == "stopped" and "bogus" in info.worker_note
         await pilot.press("q")
-    assert not app.is_running
+        await async_wait_for(lambda: not app.is_running, message="q to close the console")
 
 
 _ORPHAN = """
