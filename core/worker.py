@@ -235,6 +235,8 @@ class Worker:
                 self._held[job.id] = job.lease_token
                 self._claimed_at[job.id] = job.claimed_at
                 self._tasks[job.id] = asyncio.create_task(self._run_one(job))
+            if not jobs:
+                self.log.debug("claim.empty")  # observable (at debug) for tests: now idle
             if len(jobs) < free:
                 if until_empty and not self._tasks and not self._held:
                     try:
@@ -264,6 +266,7 @@ class Worker:
                 self._wake.set()
         self._completing.add(job.id)
         self._pending.append(completion)
+        log.debug("attempt.queued", outcome=completion.outcome)  # observable (tests): unwritten
         assert self._flush_wake is not None
         self._flush_wake.set()
 

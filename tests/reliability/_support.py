@@ -177,6 +177,8 @@ def start_worker(procs: Procs, name: str, db_url: str, upstream: str | None, *,
                  max_seconds: float = 240.0, crm_url: str | None = None) -> Proc:
     spec = spec or WorkerSpec()
     log_file = procs.tmp / f"{name}.log"
+    settings: dict[str, Any] = dict(log_file=log_file, log_level="info")
+    settings.update(spec.extra)  # e.g. log_level="debug"
     env = clean_env(
         database_url=db_url,
         crm_url=crm_url or (f"{upstream}/crm" if upstream else None),
@@ -186,7 +188,7 @@ def start_worker(procs: Procs, name: str, db_url: str, upstream: str | None, *,
         job_backoff_seconds_cap=spec.job_backoff_seconds_cap,
         shutdown_timeout_seconds=spec.shutdown_timeout_seconds,
         http_timeout_seconds=spec.http_timeout_seconds,
-        log_file=log_file, log_level="info", **spec.extra,
+        **settings,
     )
     args = ["--worker-only", "--concurrency", str(spec.concurrency), "--db", db_url]
     if until_empty:
