@@ -28,9 +28,10 @@ async def execute(job: ClaimedJob, handler: Handler | None, ctx: JobContext,
     try:
         if handler is None:
             raise LookupError(f"no handler registered for job type {job.job_type!r}")
-        result = await handler(ctx)
-        if result is not None and not isinstance(result, dict):
-            result = {"value": result}
+        # Typed to return a dict or None, a user's handler may still return anything.
+        returned: object = await handler(ctx)
+        result = (returned if returned is None or isinstance(returned, dict)
+                  else {"value": returned})
         outcome, error_type, message = AttemptOutcome.SUCCESS, None, None
     except asyncio.CancelledError:
         raise

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sqlalchemy import Integer, Row, case, cast, func, select, text
+from sqlalchemy import Integer, case, cast, func, select, text
 
 from core import clock
 from core.db import Database
@@ -143,7 +143,7 @@ def collect(db: Database) -> Metrics:
             .where(j.status == JobStatus.PENDING, j.next_run_at <= now).group_by(j.job_type)
         ).all()
         recent_total, recent = _finished_since(conn, now - 60)
-        sample: list[Row[Any]] = list(conn.execute(
+        sample = list(conn.execute(
             select(j.job_type, a.duration_ms)
             .select_from(attempts_t.join(jobs_t, a.job_id == j.id))
             .where(a.finished_at.is_not(None), a.duration_ms.is_not(None))

@@ -17,7 +17,7 @@ class _Record:
         return cls(**{f.name: m[f.name] for f in fields(cls)})  # type: ignore[arg-type]
 
     def to_dict(self, *, iso_times: bool = True) -> dict[str, Any]:
-        data = asdict(self)  # type: ignore[call-overload]
+        data: dict[str, Any] = asdict(self)  # type: ignore[call-overload]
         if iso_times:
             for key, value in data.items():
                 if key.endswith("_at") and isinstance(value, float):

@@ -36,7 +36,7 @@ def backoff_delay(attempt_count: int, *, base: float, cap: float, jitter: float 
         delay *= 1.0 - jitter * rand()
     if retry_after is not None and retry_after > delay:
         delay = retry_after
-    return delay
+    return float(delay)
 
 
 class Backoff:

@@ -196,10 +196,13 @@ class SyncBridgeApp(App[int]):
 
     def base_screen(self) -> Screen[Any]:
         """The screen under any modals: what is on show and what the poll refreshes."""
-        for screen in reversed(self.screen_stack):
+        stack: list[Screen[Any]] = list(self.screen_stack)
+        for screen in reversed(stack):
             if not isinstance(screen, ModalScreen):
-                return screen
-        return self.screen
+                base: Screen[Any] = screen
+                return base
+        current: Screen[Any] = self.screen
+        return current
 
     def main_screen(self) -> MainScreen | None:
         for screen in self.screen_stack:

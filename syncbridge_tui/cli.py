@@ -68,7 +68,7 @@ def _positive(text: str) -> int:
 
 
 def build_parser() -> _Parser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--db", metavar="URL", default=argparse.SUPPRESS,
                         help="database URL (overrides SYNCBRIDGE_DATABASE_URL)")
     p = _Parser(prog="syncbridge", parents=[common],

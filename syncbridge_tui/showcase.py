@@ -44,12 +44,12 @@ class _Clock:
 def _fixed_ids(prefix: str) -> Iterator[None]:
     """Replays mint a random correlation id; pin them for byte-identical screens."""
     counter = iter(range(1, 1000))
-    original = operator_actions.new_correlation_id
-    operator_actions.new_correlation_id = lambda: f"{prefix}{next(counter):04d}".ljust(32, "0")
+    original = enqueue.new_correlation_id
+    enqueue.new_correlation_id = lambda: f"{prefix}{next(counter):04d}".ljust(32, "0")
     try:
         yield
     finally:
-        operator_actions.new_correlation_id = original
+        enqueue.new_correlation_id = original
 
 
 class _Seeder:

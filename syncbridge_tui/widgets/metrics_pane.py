@@ -89,7 +89,7 @@ class MetricsPane(Vertical):
         table = self.query_one(WindowTable)
         m = data.metrics
         rows = [("all", m.overall), *m.per_type.items()]
-        keys = {str(r.key.value) for r in table.rows}
+        keys = {str(r.value) for r in table.rows}
         changes = []
         for name, t in rows:
             s = t.by_status

@@ -51,7 +51,7 @@ class WorkersPane(Vertical):
         limit = stale_after(self.lease_seconds)
         now = clock.now()
         table = self.query_one(WindowTable)
-        keys = {str(r.key.value) for r in table.rows}
+        keys = {str(r.value) for r in table.rows}
         changes = []
         stale_count = 0
         for w in workers:
