@@ -211,10 +211,11 @@ def test_mock_upstream_command_serves_http(tmp_path: Path) -> None:
 def test_core_never_imports_the_ui() -> None:
     # At run time: importing the whole engine loads no Textual and no console code. (Rich may
     # be loaded by structlog's optional dev renderer; core itself never imports it, below.)
-    # Every module of core (Alembic's revision scripts only run inside a migration).
+    # Every module of core (Alembic's env and revision scripts only run inside a migration).
     code = ("import sys, importlib, pkgutil, core;"
             "[importlib.import_module(m.name) for m in pkgutil.walk_packages(core.__path__, "
-            "'core.') if not m.name.startswith('core.migrations.versions')];"
+            "'core.') if not m.name.startswith(('core.migrations.env', "
+            "'core.migrations.versions'))];"
             "bad=[m for m in sys.modules if m.split('.')[0] in ('textual','syncbridge_tui')];"
             "print(bad); sys.exit(1 if bad else 0)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
