@@ -228,14 +228,17 @@ class RequestGuard:
             return
         captured = Stored(0, [], b"")
         parts: list[bytes] = []
+        held: list[Message] = []
 
         async def capture(message: Message) -> None:
+            # Held back until the answer is stored: a client that repeats the request the
+            # moment it reads the answer must find it stored, not "in progress".
             if message["type"] == "http.response.start":
                 captured.status_code = int(message["status"])
                 captured.headers = list(message.get("headers", []))
             elif message["type"] == "http.response.body":
                 parts.append(message.get("body", b""))
-            await send(message)
+            held.append(message)
 
         try:
             await self.app(scope, replay_receive, capture)
@@ -249,6 +252,8 @@ class RequestGuard:
             await anyio.to_thread.run_sync(store.abandon, principal, key)
         else:
             await anyio.to_thread.run_sync(store.finish, principal, key, captured)
+        for message in held:
+            await send(message)
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
         await problem_response(
