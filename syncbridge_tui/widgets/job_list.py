@@ -145,11 +145,11 @@ class JobList(Vertical):
         table._shown.clear()
         for label, w in layout:
             table.add_column(label, width=w, key=label or "mark")
-        table.show_rows([self.visible(self.row(job)) for job in self.jobs])
+        table.show_rows([self.shown_cells(self.row(job)) for job in self.jobs])
         if self.jobs:
             table.move_cursor(row=min(row, len(self.jobs) - 1))
 
-    def visible(self, cells: tuple[Text, ...]) -> tuple[Text, ...]:
+    def shown_cells(self, cells: tuple[Text, ...]) -> tuple[Text, ...]:
         return tuple(cells[i] for i in self._keep)
 
     @property
@@ -252,7 +252,7 @@ class JobList(Vertical):
         self.total, self.capped = result.total, result.capped
         table = self.table
         previous_row = table.cursor_row
-        table.show_rows([self.visible(self.row(job)) for job in self.jobs])
+        table.show_rows([self.shown_cells(self.row(job)) for job in self.jobs])
         ids = [job.id for job in self.jobs]
         if self._want_row is not None:
             target = self._want_row if self._want_row >= 0 else len(ids) - 1
