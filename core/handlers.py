@@ -24,6 +24,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from core.integrations.errors import ValidationError
 from core.integrations.http import request_json
+from core.schedules import Schedule, make_schedule
 
 
 @dataclass(slots=True)
@@ -46,6 +47,7 @@ Handler = Callable[[JobContext], Awaitable[dict[str, Any] | None]]
 class Registry:
     def __init__(self) -> None:
         self._handlers: dict[str, Handler] = {}
+        self._schedules: dict[str, Schedule] = {}  # recurring schedules (core.schedules)
 
     def register(self, name: str, handler: Handler) -> Handler:
         if not name or len(name) > 64:
@@ -73,7 +75,24 @@ class Registry:
     def copy(self) -> Registry:
         clone = Registry()
         clone._handlers = dict(self._handlers)
+        clone._schedules = dict(self._schedules)
         return clone
+
+    # --- recurring schedules (core.schedules) ---------------------------------------------
+
+    def recurring(self, name: str, job_type: str, *, every: str | float | None = None,
+                  cron: str | None = None, entity_id: str | None = None,
+                  payload: dict[str, Any] | None = None) -> Schedule:
+        """Enqueue `job_type` once per slot across every worker: `every="10m"` (slots are
+        multiples of it since the epoch) or `cron="*/5 * * * *"` (UTC). The job's entity is
+        `entity_id` (default: the schedule's name). Raises ValueError for a bad one."""
+        schedule = make_schedule(name, job_type, every=every, cron=cron,
+                                 entity_id=entity_id, payload=payload)
+        self._schedules[name] = schedule
+        return schedule
+
+    def schedules(self) -> list[Schedule]:
+        return [self._schedules[name] for name in sorted(self._schedules)]
 
 
 registry = Registry()

@@ -1,4 +1,5 @@
-"""Tables: jobs, their attempts, worker heartbeats and the operator audit log.
+"""Tables: jobs, their attempts, worker heartbeats, the operator audit log and the slots
+of recurring schedules.
 
 The hot path uses these tables through SQLAlchemy Core (`Model.__table__`); the ORM
 classes serve the operator reads and the migrations' autogenerate.
@@ -30,6 +31,7 @@ OUTCOME_LENGTH = 16
 CORRELATION_ID_LENGTH = 64
 WORKER_ID_LENGTH = 160
 ERROR_TYPE_LENGTH = 64
+SCHEDULE_NAME_LENGTH = 128
 
 # Index predicates (the statuses spelled as in core.statuses).
 ACTIVE_SQL = "status IN ('pending', 'running')"
@@ -175,8 +177,22 @@ class AuditEvent(Base):
     __table_args__ = (Index("ix_audit_job", "job_id"),)
 
 
+class ScheduleSlot(Base):
+    """One slot of a recurring schedule (core.schedules): the primary key makes a slot
+    happen once across every worker. `job_id` is NULL when the slot was skipped because
+    the schedule's previous job was still active. Migration 0007."""
+
+    __tablename__ = "sync_schedule_slots"
+
+    schedule: Mapped[str] = mapped_column(String(SCHEDULE_NAME_LENGTH), primary_key=True)
+    slot_at: Mapped[float] = mapped_column(Double, primary_key=True)
+    job_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[float] = mapped_column(Double)
+
+
 # Typed as tables (the ORM annotates `__table__` as a FromClause).
 jobs_t = cast(Table, SyncJob.__table__)
 attempts_t = cast(Table, SyncJobAttempt.__table__)
 workers_t = cast(Table, Worker.__table__)
 audit_t = cast(Table, AuditEvent.__table__)
+schedule_slots_t = cast(Table, ScheduleSlot.__table__)

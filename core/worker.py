@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from core import clock, completion, heartbeats, leases, reads
+from core import clock, completion, heartbeats, leases, reads, schedules
 from core.config import Settings
 from core.db import WORKER_DB_THREADS, Database, DatabaseError, local_wakeup
 from core.execution import execute
@@ -198,6 +198,8 @@ class Worker:
                           database=self.db.display_url, job_types=self.registry.names())
             background = [asyncio.create_task(self._heartbeat_loop()),
                           asyncio.create_task(self._flush_loop())]
+            if self.registry.schedules():  # no schedules: no task, no cost
+                background.append(asyncio.create_task(self._schedule_loop()))
             await self._claim_loop(until_empty)
         finally:
             await asyncio.shield(self._shutdown(background))
@@ -343,6 +345,35 @@ class Worker:
             except _DB_ERRORS as exc:
                 self.log.warning("recover.failed", error=one_line(exc))
             await asyncio.sleep(interval)
+
+    async def _schedule_loop(self) -> None:
+        """Tick the registry's recurring schedules: at each new slot, try to insert it
+        (core.schedules.tick: once across every worker, the latest due slot only)."""
+        assert self._stop is not None
+        active = []
+        for s in self.registry.schedules():
+            if s.job_type in self.registry:
+                active.append(s)
+            else:
+                self.log.error("schedule.unknown_job_type", schedule=s.name,
+                               job_type=s.job_type, note="schedule ignored")
+        ticked: dict[str, float] = {}  # schedule -> the latest slot this worker tried
+        while not self._stop.is_set():
+            now = clock.now()
+            due = [s for s in active if ticked.get(s.name) != s.latest_slot(now)]
+            if due and not self._paused:
+                try:
+                    for slot in await self._db(schedules.tick, self.db, due,
+                                               max_attempts=self.settings.max_attempts,
+                                               now=now):
+                        self.log.info("schedule.slot", schedule=slot.schedule,
+                                      slot_at=clock.iso(slot.slot_at), job_id=slot.job_id,
+                                      skipped=slot.job_id is None)
+                    ticked.update((s.name, s.latest_slot(now)) for s in due)
+                except _DB_ERRORS as exc:
+                    self.log.warning("schedule.tick_failed", error=one_line(exc))
+            wait = min((s.next_slot(now) for s in active), default=now + 1) - clock.now()
+            await asyncio.sleep(min(max(wait, 0.01), schedules.MAX_TICK_SECONDS))
 
     async def _renew(self) -> None:
         held = {j: t for j, t in self._held.items() if j not in self._completing}

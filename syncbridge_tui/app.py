@@ -26,6 +26,7 @@ from core.config import Settings
 from core.db import Database
 from core.handlers import registry
 from core.reads import finished_since
+from core.schedules import Schedule
 from syncbridge_tui import keymap
 from syncbridge_tui.actions import OperatorActions
 from syncbridge_tui.engine import EmbeddedWorker, LogBuffer
@@ -56,6 +57,8 @@ class ConsoleOptions:
     worker_kwargs: dict[str, Any] = field(default_factory=dict)  # core Worker's: registry=, mock=
     # Run once the console is up (the demo seed), so the operator sees the jobs arrive.
     seed: Callable[[], int] | None = None
+    # The recurring schedules the workers pane shows; None: the registry's (core.schedules).
+    schedules: list[Schedule] | None = None
 
 
 @dataclass(slots=True)
@@ -113,6 +116,11 @@ class SyncBridgeApp(App[int]):
             in_thread=self.in_thread, request_poll=self.request_poll,
             open_detail=self.open_detail,
             showing_detail=lambda: isinstance(self.screen, DetailScreen))
+
+    def schedules(self) -> list[Schedule]:
+        if self.options.schedules is not None:
+            return self.options.schedules
+        return registry.schedules()
 
     # --- lifecycle -------------------------------------------------------------------------------
 

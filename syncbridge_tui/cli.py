@@ -93,6 +93,11 @@ def build_parser() -> _Parser:
                    help="read entity ids, one a line ('-' for standard input)")
     e.add_argument("--payload", metavar="JSON", help="a JSON object handed to the handler")
     e.add_argument("--correlation-id", metavar="ID")
+    when = e.add_mutually_exclusive_group()
+    when.add_argument("--in", dest="run_in", metavar="DURATION",
+                      help="run later: 30s, 10m, 2h, 1d from now")
+    when.add_argument("--at", dest="run_at", metavar="TIME",
+                      help="run at an ISO 8601 time with a zone, e.g. 2026-12-02T09:00:00Z")
 
     j = sub.add_parser("jobs", parents=[common], help="list jobs, newest first")
     j.add_argument("--status", action="append", choices=("pending", "running", "success",
@@ -118,6 +123,9 @@ def build_parser() -> _Parser:
     m.add_argument("--json", action="store_true")
     w = sub.add_parser("workers", parents=[common], help="workers with a heartbeat")
     w.add_argument("--json", action="store_true")
+    sc = sub.add_parser("schedules", parents=[common],
+                        help="recurring schedules: next slot, last slot's job")
+    sc.add_argument("--json", action="store_true")
     sub.add_parser("demo", parents=[common], help="enqueue every demo scenario")
     mu = sub.add_parser("mock-upstream", parents=[common],
                         help="serve the demo CRM and Billing over HTTP on 127.0.0.1")
@@ -139,6 +147,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "enqueue": jobs.cmd_enqueue, "jobs": jobs.cmd_jobs, "show": jobs.cmd_show,
     "retry": jobs.cmd_retry, "cancel": jobs.cmd_cancel, "replay": jobs.cmd_replay,
     "metrics": health.cmd_metrics, "workers": health.cmd_workers, "demo": admin.cmd_demo,
+    "schedules": health.cmd_schedules,
     "mock-upstream": admin.cmd_mock_upstream, "db": admin.cmd_db,
     "serve": serve_command.cmd_serve,
 }

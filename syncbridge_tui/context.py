@@ -9,6 +9,7 @@ from typing import Protocol, TypeVar
 from core import reads
 from core.config import Settings
 from core.db import Database
+from core.schedules import Schedule
 from syncbridge_tui.engine import LogBuffer
 
 T = TypeVar("T")
@@ -30,6 +31,10 @@ class Console(Protocol):
 
     @property
     def log_buffer(self) -> LogBuffer: ...
+
+    def schedules(self) -> list[Schedule]:
+        """The app's recurring schedules (the workers pane shows them)."""
+        ...
 
     def in_thread(self, fn: Callable[[], T], done: Callable[[T], None],
                   on_error: Callable[[BaseException], None] | None = None) -> None: ...

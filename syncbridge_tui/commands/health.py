@@ -1,4 +1,4 @@
-"""Subcommands about the queue's health: metrics and workers."""
+"""Subcommands about the queue's health: metrics, workers and recurring schedules."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 
 from core import heartbeats, metrics
 from syncbridge_tui.commands.common import EXIT_OK, open_db, print_json, settings_for, table
-from syncbridge_tui.text import ago, clean, ms, pct
+from syncbridge_tui.text import ago, clean, ms, pct, until
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:
@@ -39,4 +39,31 @@ def cmd_workers(args: argparse.Namespace) -> int:
     print(table(["WORKER", "STATE", "PID", "STARTED", "LAST SEEN", "IN FLIGHT", "PROCESSED"],
                 [[clean(w.id), w.state, str(w.pid), ago(w.started_at), ago(w.last_seen_at),
                   str(w.in_flight), str(w.processed)] for w in workers]))
+    return EXIT_OK
+
+
+def cmd_schedules(args: argparse.Namespace) -> int:
+    """The app's recurring schedules: how they repeat, the next slot, the last slot's job."""
+    from core import clock, schedules
+    from core.handlers import registry  # TODO(issue 10, APP): the registry --app loads
+
+    db = open_db(settings_for(args))
+    states = schedules.schedule_states(db, registry.schedules())
+    if args.json:
+        print_json([s.to_dict() for s in states])
+        return EXIT_OK
+    if not states:
+        print("no recurring schedules in this app (declare them with registry.recurring)")
+        return EXIT_OK
+    rows = []
+    for s in states:
+        if s.last_slot_at is None:
+            last, job = "-", "-"
+        else:
+            last = ago(s.last_slot_at)
+            job = (f"{s.last_job_id} {s.last_job_status or '?'}" if s.last_job_id is not None
+                   else "skipped (previous job still active)")
+        rows.append([clean(s.name, 32), s.job_type, s.spec,
+                     f"{until(s.next_slot)} ({clock.iso(s.next_slot)})", last, job])
+    print(table(["SCHEDULE", "TYPE", "REPEATS", "NEXT SLOT", "LAST SLOT", "LAST JOB"], rows))
     return EXIT_OK

@@ -7,7 +7,7 @@ import json
 import sys
 from collections.abc import Callable
 
-from core import enqueue, errors, operator_actions, reads
+from core import clock, enqueue, errors, operator_actions, reads
 from core.db import Database
 from core.records import Job
 from syncbridge_tui.commands.common import (
@@ -49,6 +49,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
         if not isinstance(payload, dict):
             raise CliError("--payload must be a JSON object", EXIT_USAGE)
     # Validate before touching the database, so bad input never needs a connection.
+    run_at = _run_at(args)
     try:
         enqueue.validate_job_type(args.job_type, registry.names())
         for entity in ids:
@@ -59,7 +60,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     try:
         results = enqueue.enqueue_many(db, args.job_type, ids, known_types=registry.names(),
                                      max_attempts=settings.max_attempts, payload=payload,
-                                     correlation_id=args.correlation_id)
+                                     correlation_id=args.correlation_id, run_at=run_at)
     except errors.InvalidInput as exc:
         raise CliError(str(exc), EXIT_USAGE) from None
     if len(results) == 1:
@@ -80,6 +81,23 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
                       "jobs": [{"entity_id": r.entity_id, "job_id": r.job_id,
                                 "created": r.created} for r in results]}))
     return EXIT_DUPLICATE if created == 0 else EXIT_OK
+
+
+def _run_at(args: argparse.Namespace) -> float | None:
+    """--in DURATION / --at TIME -> epoch seconds (None: now); the past is refused."""
+    from core import schedules
+
+    try:
+        if args.run_in is not None:
+            return clock.now() + schedules.parse_duration(args.run_in)
+        if args.run_at is not None:
+            at = schedules.parse_instant(args.run_at)
+            if at < clock.now():
+                raise errors.InvalidInput(f"--at {args.run_at} is in the past")
+            return at
+    except errors.InvalidInput as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+    return None
 
 
 def _job_line(job: Job) -> list[str]:
@@ -122,7 +140,7 @@ def cmd_show(args: argparse.Namespace) -> int:
           f"attempts {job.attempt_count}/{job.max_attempts}")
     print(f"  correlation {job.correlation_id}  created {ago(job.created_at)}")
     if job.status == "pending":
-        print(f"  next run {until(job.next_run_at)}")
+        print(f"  next run {until(job.next_run_at)} ({clock.iso(job.next_run_at)})")
     if job.lease_owner:
         print(f"  lease {job.lease_owner} (token {job.lease_token}) "
               f"expires {until(job.lease_expires_at)}")
