@@ -40,6 +40,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from sqlalchemy import (
@@ -57,7 +58,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from core import clock
-from core.db import Database, DatabaseError
+from core.db import Database, DatabaseError, raw_connection
 from core.logging import get_logger, one_line
 from core.models import attempts_t, audit_t, jobs_t, leases_t
 from core.statuses import JobStatus
@@ -135,11 +136,11 @@ class RetentionPolicy:
             special = sorted(t for t, r in self.per_type.items() if status in r)
             keep = self.by_status.get(status)
             if keep is not None:
-                out.append(Rule(status, now - keep, None, tuple(special)))
+                out.append(Rule(str(status), now - keep, None, tuple(special)))
             for job_type in special:
                 keep_t = self.per_type[job_type][status]
                 if keep_t is not None:
-                    out.append(Rule(status, now - keep_t, job_type, ()))
+                    out.append(Rule(str(status), now - keep_t, job_type, ()))
         return out
 
 
@@ -277,9 +278,13 @@ def leadership(db: Database, owner: str, *, ttl: float = 60.0) -> Iterator[Lease
                 yield Lease(db, owner, ttl, conn)
             finally:
                 try:
+                    with db.write() as w:
+                        w.execute(update(leases_t).where(leases_t.c.name == LEASE_NAME,
+                                                         leases_t.c.owner == owner)
+                                  .values(owner=None, expires_at=0.0))
                     conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _ADVISORY_KEY})
                 except Exception:
-                    pass  # the session ends below, which releases it anyway
+                    pass  # the session ends below, which releases the lock anyway
         finally:
             conn.close()
         return
@@ -412,12 +417,17 @@ def _record(conn: Connection, c: Counts) -> None:
 
 
 def _incremental_vacuum(db: Database, pages: int = 4096) -> None:
+    """Give up to `pages` free pages back to the file system (SQLite). Each step of the
+    pragma frees one page and Python's sqlite3 steps a statement without result columns
+    once, so it is executed once per page (a few microseconds each)."""
     if db.is_postgres:
         return
     with db.write() as conn:
-        free = int(conn.exec_driver_sql("PRAGMA freelist_count").scalar() or 0)
-        if free:
-            conn.exec_driver_sql(f"PRAGMA incremental_vacuum({min(free, pages)})").all()
+        cur = raw_connection(conn).cursor()
+        free = int(cur.execute("PRAGMA freelist_count").fetchone()[0])
+        for _ in range(min(free, pages)):
+            cur.execute("PRAGMA incremental_vacuum")
+        cur.close()
 
 
 def prune(db: Database, policy: RetentionPolicy, *, owner: str,
@@ -600,8 +610,8 @@ async def prune_in_worker(db: Database, settings: Any, owner: str, registry: Any
             except ValueError as exc:
                 log.warning("prune.failed", error=one_line(exc))
                 continue
-            future = loop.run_in_executor(None, lambda p=policy: prune(
-                db, p, owner=owner, stop=stop, log=log))
+            future = loop.run_in_executor(None, partial(prune, db, policy, owner=owner,
+                                                        stop=stop, log=log))
             try:
                 await future
             except Exception as exc:  # a database hiccup: try again next interval
