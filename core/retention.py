@@ -70,16 +70,16 @@ DEFAULTS: dict[str, str] = {"success": "7d", "canceled": "7d", "failed": "90d", 
 LEASE_NAME = "prune"
 _ADVISORY_KEY = 7_412_013  # pg_try_advisory_lock key of the pruner (migrations use 7_412_001)
 
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdwy])")
 _MAX_SECONDS = 100 * 365 * 86400
 
 # --- durations and the policy ---------------------------------------------------------------
 
 
 def parse_duration(value: str | float | int | None) -> float | None:
-    """"7d", "12h", "30m", "45s", "2w" -> seconds; "never", "0" (or any zero) and None ->
-    None (keep forever). Raises ValueError with a one-line message."""
+    """"7d", "12h", "30m", "45s", "2w", "1y" (365 days) -> seconds; "never", "0" (or any
+    zero) and None -> None (keep forever). Raises ValueError with a one-line message."""
     if value is None:
         return None
     if isinstance(value, int | float) and not isinstance(value, bool):
@@ -90,7 +90,8 @@ def parse_duration(value: str | float | int | None) -> float | None:
             return None
         m = _DURATION.fullmatch(word)
         if not m:
-            raise ValueError(f"bad duration {str(value)!r}: say e.g. 30m, 12h, 7d, 2w, or never")
+            raise ValueError(f"bad duration {str(value)!r}: "
+                             "say e.g. 30m, 12h, 7d, 2w, 1y, or never")
         seconds = float(m[1]) * _UNITS[m[2]]
     if not math.isfinite(seconds) or seconds < 0 or seconds > _MAX_SECONDS:
         raise ValueError(f"bad duration {str(value)!r}: between 0 and 100 years")

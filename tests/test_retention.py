@@ -256,10 +256,10 @@ def test_audit_retention_and_never(db: Database, frozen: float) -> None:
 
 def test_durations() -> None:
     p = retention.parse_duration
-    assert (p("45s"), p("30m"), p("12h"), p("7d"), p("2w"), p("1.5d")) == (
-        45, 1800, 43200, 7 * DAY, 14 * DAY, 1.5 * DAY)
+    assert (p("45s"), p("30m"), p("12h"), p("7d"), p("2w"), p("1.5d"), p("1y")) == (
+        45, 1800, 43200, 7 * DAY, 14 * DAY, 1.5 * DAY, 365 * DAY)
     assert p("never") is None and p("0") is None and p("0d") is None and p("NEVER") is None
-    for bad in ("7", "7x", "-1d", "", "d", "1e9d", "seven days"):
+    for bad in ("7", "7x", "-1d", "", "d", "1e9d", "seven days", "101y"):
         with pytest.raises(ValueError, match="bad duration"):
             p(bad)
     with pytest.raises(ValueError, match="not one of"):
@@ -523,7 +523,7 @@ def test_bad_input_is_one_line_and_exit_2(db_url: str, cli: CliRun,  # noqa: F81
     monkeypatch.setenv("SYNCBRIDGE_RETENTION_DEAD", "soon")
     assert_one_line_error(cli("prune", db=db_url), 2, "SYNCBRIDGE_RETENTION_DEAD")
     monkeypatch.delenv("SYNCBRIDGE_RETENTION_DEAD")
-    monkeypatch.setenv("SYNCBRIDGE_RETENTION_PER_TYPE", '{"invoice": {"success": "1y"}}')
+    monkeypatch.setenv("SYNCBRIDGE_RETENTION_PER_TYPE", '{"invoice": {"success": "1x"}}')
     assert_one_line_error(cli("prune", db=db_url), 2, "SYNCBRIDGE_RETENTION_PER_TYPE")
 
 

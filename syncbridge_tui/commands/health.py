@@ -27,7 +27,8 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     print(table(["TYPE", "TOTAL", "PENDING", "RUNNING", "SUCCESS", "FAILED", "DEAD",
                  "CANCELED", "SUCCESS%", "RETRIES", "AVG", "P50", "P95", "DUE",
                  "OLDEST DUE", "DONE/MIN"], rows))
-    print(retention_line(m))
+    print()
+    print(retention_line(m))  # after a blank line: the table above stays a table
     return EXIT_OK
 
 
