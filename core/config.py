@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -38,6 +40,18 @@ class Settings(BaseSettings):
     api_metrics_refresh_seconds: float = Field(10.0, ge=0.05, le=3600)
     # A worker whose heartbeat is older than this is not counted as alive.
     api_worker_fresh_seconds: float = Field(30.0, gt=0, le=86400)
+    # Retention (core.retention): how long finished jobs (with their attempts) and audit
+    # events are kept, as durations ("7d", "12h", "never"/"0" keeps forever). Audit unset:
+    # as long as the longest job retention. Per job type: a JSON object such as
+    # {"invoice": {"success": "30d", "dead": "never"}}.
+    retention_success: str = "7d"
+    retention_canceled: str = "7d"
+    retention_failed: str = "90d"
+    retention_dead: str = "90d"
+    retention_audit: str | None = None
+    retention_per_type: str | None = None
+    # Workers try to prune this often (one at a time across the fleet); 0 turns it off.
+    prune_interval_seconds: float = Field(60.0, ge=0, le=86400)
 
     @field_validator("database_url")
     @classmethod
@@ -54,6 +68,27 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must be an http:// or https:// URL")
         return value.rstrip("/")
+
+    @field_validator("retention_success", "retention_canceled", "retention_failed",
+                     "retention_dead", "retention_audit")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        from core.retention import parse_duration
+
+        if value is not None:
+            parse_duration(value)  # ValueError: one line naming the bad duration
+        return value
+
+    @field_validator("retention_per_type")
+    @classmethod
+    def _per_type(cls, value: str | None) -> str | None:
+        from core.retention import parse_per_type
+
+        try:
+            parse_per_type(value)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not JSON ({exc.msg})") from None
+        return value
 
     @field_validator("log_level")
     @classmethod

@@ -22,7 +22,7 @@ from typing import Any
 
 from sqlalchemy import Integer, case, cast, func, select, text
 
-from core import clock
+from core import clock, retention
 from core.db import Database
 from core.models import attempts_t, jobs_t
 from core.statuses import STATUSES, AttemptOutcome, JobStatus
@@ -59,10 +59,21 @@ class Metrics:
     generated_at: float
     overall: TypeMetrics
     per_type: dict[str, TypeMetrics]
+    # Retention: the pruner's last run and totals (core.retention, the leader-lease row).
+    retention: retention.RetentionStats = field(default_factory=retention.RetentionStats)
 
     def to_dict(self) -> dict[str, Any]:
+        r = self.retention
         return {"generated_at": clock.iso(self.generated_at), **asdict(self.overall),
-                "per_type": {k: asdict(v) for k, v in self.per_type.items()}}
+                "per_type": {k: asdict(v) for k, v in self.per_type.items()},
+                "retention": {
+                    "last_run_at": clock.iso(r.last_run_at),
+                    "last_run_finished_at": clock.iso(r.last_run_finished_at),
+                    "last_run_pruned": {"jobs": r.last_jobs, "attempts": r.last_attempts,
+                                        "audit_events": r.last_audit},
+                    "total_pruned": {"jobs": r.total_jobs, "attempts": r.total_attempts,
+                                     "audit_events": r.total_audit},
+                    "pruning_now": r.owner}}
 
 
 def percentile(sorted_values: list[float], q: float) -> float | None:
@@ -149,6 +160,7 @@ def collect(db: Database) -> Metrics:
             .where(a.finished_at.is_not(None), a.duration_ms.is_not(None))
             .order_by(a.finished_at.desc()).limit(SAMPLE_ATTEMPTS)
         ).all())
+        pruned = retention.read_stats(conn)
 
     def bucket(job_type: str) -> TypeMetrics:
         return per.setdefault(job_type, TypeMetrics())
@@ -185,7 +197,7 @@ def collect(db: Database) -> Metrics:
         m.finished_jobs = decided + s[JobStatus.CANCELED]
         m.success_rate = s[JobStatus.SUCCESS] / decided if decided else None
         m.dead_letter_depth = s[JobStatus.DEAD]
-    return Metrics(now, overall, dict(sorted(per.items())))
+    return Metrics(now, overall, dict(sorted(per.items())), pruned)
 
 
 def finished_series(db: Database, *, buckets: int = 30, bucket_seconds: float = 10.0

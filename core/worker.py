@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from core import clock, completion, heartbeats, leases, reads, schedules
+from core import clock, completion, heartbeats, leases, reads, retention, schedules
 from core.config import Settings
 from core.db import WORKER_DB_THREADS, Database, DatabaseError, local_wakeup
 from core.execution import execute
@@ -200,6 +200,11 @@ class Worker:
                           asyncio.create_task(self._flush_loop())]
             if self.registry.schedules():  # no schedules: no task, no cost
                 background.append(asyncio.create_task(self._schedule_loop()))
+            if self.settings.prune_interval_seconds > 0:
+                # Retention: one pruner across the fleet (core.retention), on a thread of
+                # its own; shutdown cancels it between batches.
+                background.append(asyncio.create_task(retention.prune_in_worker(
+                    self.db, self.settings, self.id, self.registry)))
             await self._claim_loop(until_empty)
         finally:
             await asyncio.shield(self._shutdown(background))

@@ -170,7 +170,8 @@ def test_demo_worker_metrics_end_to_end(url: str) -> None:
     text = run("metrics", db=url)
     assert text.returncode == 0, text.stderr
     # The text table's counts are the database's (the replay added one pending job).
-    header, *rows = [line.split() for line in text.stdout.strip().splitlines()]
+    table = text.stdout.strip().split("\n\n")[0]  # then a blank line and the retention line
+    header, *rows = [line.split() for line in table.splitlines()]
     # TYPE, TOTAL, six statuses, SUCCESS%, RETRIES: the columns before a two-word header
     shown = {row[0]: dict(zip(header[1:10], row[1:10], strict=True)) for row in rows}
     assert set(shown) == {"all", "customer", "invoice"}

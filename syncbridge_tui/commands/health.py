@@ -27,7 +27,20 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     print(table(["TYPE", "TOTAL", "PENDING", "RUNNING", "SUCCESS", "FAILED", "DEAD",
                  "CANCELED", "SUCCESS%", "RETRIES", "AVG", "P50", "P95", "DUE",
                  "OLDEST DUE", "DONE/MIN"], rows))
+    print()
+    print(retention_line(m))  # after a blank line: the table above stays a table
     return EXIT_OK
+
+
+def retention_line(m: metrics.Metrics) -> str:
+    """The pruner's figures in one line (the CLI and the console's metrics pane)."""
+    r = m.retention
+    if r.last_run_at is None:
+        return "retention: never pruned"
+    return (f"retention: last prune {ago(r.last_run_at)}: {r.last_jobs} jobs, "
+            f"{r.last_attempts} attempts, {r.last_audit} audit events; total {r.total_jobs} "
+            f"jobs, {r.total_attempts} attempts, {r.total_audit} audit events"
+            + (f"; pruning now ({clean(r.owner)})" if r.owner else ""))
 
 
 def cmd_workers(args: argparse.Namespace) -> int:
