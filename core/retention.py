@@ -341,6 +341,12 @@ class RunResult:
     seconds: float = 0.0
     stopped: str | None = None  # why it ended early: "stop", "lease lost"
 
+    @property
+    def ended_early(self) -> bool:
+        # A property, not `stopped is not None` inline: a batch sets `stopped`, which a
+        # type checker narrowing the loop's condition cannot see.
+        return self.stopped is not None
+
 
 # Archive: called inside the batch's transaction, before the delete, with the job rows
 # (each with "attempts") or audit rows it is about to delete; it must persist them
@@ -505,7 +511,7 @@ def prune(db: Database, policy: RetentionPolicy, *, owner: str,
                         progressed = progressed or result.counts.jobs > before
                         if not more:
                             break
-                    if result.stopped is not None:
+                    if result.ended_early:
                         break
             cutoff = audit_cutoff
             if cutoff is not None:
