@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/syncbridge
+	$(BIN)/syncbridge --demo
 
 test: $(STAMP)
 	$(BIN)/ruff check core syncbridge_tui tests bench

@@ -15,7 +15,7 @@ from typing import Any
 from core import clock, completion, enqueue, heartbeats, leases, operator_actions
 from core.config import Settings
 from core.db import Database
-from core.handlers import registry
+from core.demo import registry
 from core.records import Completion, WorkerInfo
 
 SHOWCASE_START = 1_768_467_600.0  # 2026-01-15 09:00:00 UTC

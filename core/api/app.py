@@ -30,7 +30,7 @@ from core.api.problems import ApiProblem, Problem, add_secret, problem_response,
 from core.api.prometheus import DatabaseCollector
 from core.config import Settings
 from core.db import Database, DatabaseError
-from core.handlers import registry as default_registry
+from core.handlers import Registry
 from core.migrations import current_revision, head_revision
 from core.models import jobs_t
 from core.records import Job
@@ -275,9 +275,19 @@ _PROBLEM_CONTENT = {
 
 
 def create_app(settings: Settings, db: Database, *, tokens: list[Token] | None = None,
-               known_types: Callable[[], list[str]] | None = None) -> FastAPI:
+               known_types: Callable[[], list[str]] | None = None,
+               registry: Registry | None = None) -> FastAPI:
+    """`registry`: the app (its job types and their policies); None: the app the settings
+    name (SYNCBRIDGE_APP), else the demo app."""
+    from core.app_loading import load_app
+
     tokens = tokens or []
-    types = known_types or default_registry.names
+    app_registry = registry if registry is not None else load_app(settings.app,
+                                                                   demo=settings.demo)
+    types = known_types or app_registry.names
+
+    def max_attempts(job_type: str) -> int:
+        return app_registry.max_attempts(job_type, settings)
     try:
         add_secret(make_url(settings.database_url).password)
     except Exception:  # a malformed URL never reached this far; nothing to hide then
@@ -412,7 +422,7 @@ def create_app(settings: Settings, db: Database, *, tokens: list[Token] | None =
         known = types()
         _check_job_type(job_type, known)
         [r] = enqueue.enqueue_many(db, job_type, [body.entity_id], known_types=known,
-                                 max_attempts=settings.max_attempts, payload=body.payload,
+                                 max_attempts=max_attempts(job_type), payload=body.payload,
                                  correlation_id=body.correlation_id,
                                  run_at=_parse_run_at(body.run_at))
         if not r.created:
@@ -462,7 +472,7 @@ def create_app(settings: Settings, db: Database, *, tokens: list[Token] | None =
             payloads[key] = payload
         for key, indexes in groups.items():
             out = enqueue.enqueue_many(db, job_type, [items[n][0] for n in indexes],
-                                     known_types=known, max_attempts=settings.max_attempts,
+                                     known_types=known, max_attempts=max_attempts(job_type),
                                      payload=payloads[key], run_at=run_at)
             seen: set[int] = set()
             for n, r in zip(indexes, out, strict=True):
