@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from core import clock, errors, heartbeats, metrics, operator_actions, reads
+from core import enqueue as enqueuing
 from core.api.auth import OPEN_ACTOR, READ, WRITE, Principal, Token, find_token
 from core.api.idempotency import IdempotencyStore, RequestGuard
 from core.api.problems import ApiProblem, Problem, add_secret, problem_response, redact
@@ -421,7 +422,7 @@ def create_app(settings: Settings, db: Database, *, tokens: list[Token] | None =
                 idempotency_key: str | None = Header(None, max_length=255)) -> JobOut:
         known = types()
         _check_job_type(job_type, known)
-        [r] = enqueue.enqueue_many(db, job_type, [body.entity_id], known_types=known,
+        [r] = enqueuing.enqueue_many(db, job_type, [body.entity_id], known_types=known,
                                  max_attempts=max_attempts(job_type), payload=body.payload,
                                  correlation_id=body.correlation_id,
                                  run_at=_parse_run_at(body.run_at))
@@ -443,7 +444,7 @@ def create_app(settings: Settings, db: Database, *, tokens: list[Token] | None =
         _check_job_type(job_type, known)
         run_at = _parse_run_at(body.run_at)
         if run_at is not None:
-            enqueue.enqueue_many(db, job_type, [], known_types=known, max_attempts=1,
+            enqueuing.enqueue_many(db, job_type, [], known_types=known, max_attempts=1,
                                run_at=run_at)  # validates run_at alone, writes nothing
         items = [(e, body.payload) for e in body.entity_ids] + \
                 [(i.entity_id, i.payload) for i in body.items]
@@ -456,7 +457,7 @@ def create_app(settings: Settings, db: Database, *, tokens: list[Token] | None =
         payloads: dict[str, dict[str, Any] | None] = {}
         for n, (entity, payload) in enumerate(items):
             try:
-                enqueue.validate_entity_id(entity)
+                enqueuing.validate_entity_id(entity)
                 if payload is not None:
                     json.dumps(payload, allow_nan=False, ensure_ascii=False).encode()
             except errors.InvalidInput as exc:
@@ -471,7 +472,7 @@ def create_app(settings: Settings, db: Database, *, tokens: list[Token] | None =
             groups.setdefault(key, []).append(n)
             payloads[key] = payload
         for key, indexes in groups.items():
-            out = enqueue.enqueue_many(db, job_type, [items[n][0] for n in indexes],
+            out = enqueuing.enqueue_many(db, job_type, [items[n][0] for n in indexes],
                                      known_types=known, max_attempts=max_attempts(job_type),
                                      payload=payloads[key], run_at=run_at)
             seen: set[int] = set()
@@ -498,7 +499,7 @@ def create_app(settings: Settings, db: Database, *, tokens: list[Token] | None =
         cursor: Annotated[str | None, Query(max_length=200)] = None,
     ) -> JobPage:
         if job_type is not None:
-            enqueue.validate_job_type(job_type, types())
+            enqueuing.validate_job_type(job_type, types())
         flt = reads.JobFilter(statuses=tuple(status or ()), job_type=job_type, search=search)
         cond = flt.conditions_for(db)
         if cursor is not None:

@@ -28,7 +28,7 @@ from sqlalchemy import func, select, text
 
 import core.enqueue
 from core.db import Database
-from core.handlers import registry
+from core.demo import registry
 from core.models import attempts_t, jobs_t
 from core.statuses import ACTIVE_STATUSES
 from tests.helpers import wait_for
@@ -186,7 +186,7 @@ def start_worker(procs: Procs, name: str, db_url: str, upstream: str | None, *,
         job_backoff_seconds_cap=spec.job_backoff_seconds_cap,
         shutdown_timeout_seconds=spec.shutdown_timeout_seconds,
         http_timeout_seconds=spec.http_timeout_seconds,
-        log_file=log_file, log_level="info", **spec.extra,
+        log_file=log_file, log_level="info", demo=1, **spec.extra,
     )
     args = ["--worker-only", "--concurrency", str(spec.concurrency), "--db", db_url]
     if until_empty:

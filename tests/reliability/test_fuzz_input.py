@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from core import enqueue, reads
+from core.demo import registry
 from core.errors import InvalidInput
-from core.handlers import registry
 from core.models import attempts_t, jobs_t
 from syncbridge_tui import cli
 from tests.reliability import _support as s
