@@ -92,8 +92,10 @@ def _job_line(job: Job) -> list[str]:
 
 def cmd_jobs(args: argparse.Namespace) -> int:
     settings = settings_for(args)
-    known = app_for(settings).names()
-    if args.job_type is not None and args.job_type not in known:
+    # Only a named app is loaded (a bad one is one line, exit 2): listing needs no job
+    # types, and the demo app would import the HTTP client (and with it rich).
+    known = app_for(settings).names() if settings.app else None
+    if known is not None and args.job_type is not None and args.job_type not in known:
         print(f"syncbridge: note: {clean(args.job_type)!r} is not a job type of this app "
               f"(known: {', '.join(known)})", file=sys.stderr)
     db = open_db(settings)
