@@ -6,6 +6,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -16,7 +17,8 @@ from core.errors import JobNotFound
 from core.integrations.clients import UpstreamConfigError
 from tests.apps.sbtestapp import registry as app
 
-FAST = dict(poll_seconds=0.02, job_backoff_seconds_base=0.01, job_backoff_seconds_cap=0.02)
+FAST: dict[str, Any] = dict(poll_seconds=0.02, job_backoff_seconds_base=0.01,
+                            job_backoff_seconds_cap=0.02)
 
 
 @pytest.fixture(autouse=True)

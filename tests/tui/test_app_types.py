@@ -43,8 +43,7 @@ async def test_type_filter_and_enqueue_form_list_the_apps_types(tmp_path: Path) 
             await wait_until(pilot, lambda: isinstance(app.screen, EnqueueScreen))
             form = app.screen
             assert isinstance(form, EnqueueScreen)
-            options = [str(label) for label, _ in form.query_one(Select)._options
-                       if label != Select.BLANK]
+            options = [str(label) for label, _ in form.query_one(Select)._options]
             assert [o for o in options if o in app_registry.names()] == app_registry.names()
             assert "customer" not in options
             form.query_one("#entity-id").value = "H-1"  # type: ignore[attr-defined]
