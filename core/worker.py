@@ -80,6 +80,7 @@ class Worker:
         self.upstream_config = resolve_upstreams(registry, settings)
         self.policies: dict[str, JobPolicy] = {n: registry.policy(n, settings)
                                                for n in registry.names()}
+        self._backoffs = {n: p.backoff for n, p in self.policies.items()}
         self.clients: dict[str, Any] = {}
         self._type_clients: dict[str, dict[str, Any]] = {}
         self.id = worker_id or make_worker_id()
@@ -356,7 +357,8 @@ class Worker:
                 self._heartbeat_ok = False
             await self._renew()
             try:
-                recovered = await self._db(leases.recover_expired, self.db, backoff=self.backoff)
+                recovered = await self._db(leases.recover_expired, self.db, backoff=self.backoff,
+                                           backoffs=self._backoffs)
                 for job_id, status in recovered:
                     self.log.warning("lease.recovered", job_id=job_id, status=status)
             except _DB_ERRORS as exc:

@@ -140,3 +140,26 @@ def test_run_worker_refuses_without_an_upstream_url(db_url: str,
     with SyncBridge(db_url, app=app) as sb, pytest.raises(UpstreamConfigError,
                                                           match="upstream 'ledger'"):
         sb.run_worker(until_empty=True)
+
+
+def test_lease_recovery_uses_the_job_types_backoff(db_url: str, db: Database) -> None:
+    from core import clock, leases
+    from core.handlers import Registry
+    from core.retry_policy import Backoff
+
+    reg = Registry()
+
+    @reg.job_type("slowpoke", backoff_base=100, backoff_cap=100, max_attempts=5)
+    async def slowpoke(ctx: Any) -> None:
+        return None
+
+    with SyncBridge(db_url, app=reg) as sb:
+        job = sb.enqueue("slowpoke", "s1")
+        [claimed] = leases.claim(db, "gone-worker", 1, lease_seconds=0.05,
+                                 job_types=["slowpoke"])
+        wait_for(lambda: clock.now() > claimed.claimed_at + 0.1, 5, "the lease to expire")
+        before = clock.now()
+        backoffs = {"slowpoke": reg.policy("slowpoke", sb.settings).backoff}
+        assert leases.recover_expired(db, backoff=Backoff(0, 0), backoffs=backoffs) == [
+            (job.job_id, "pending")]
+        assert sb.get(job.job_id).next_run_at >= before + 100
