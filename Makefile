@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/syncbridge
+	$(BIN)/syncbridge --demo
 
 # The whole suite: what .ci/run runs.
 test: lint typecheck contracts

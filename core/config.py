@@ -3,13 +3,35 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsError as _EnvParseError
 
 
 class SettingsError(ValueError):
     """A setting is invalid; the message is one line naming it."""
+
+
+class UpstreamSettings(BaseModel):
+    """One upstream's configuration in SYNCBRIDGE_UPSTREAMS (JSON: {"name": {...}}); each
+    field, when set, wins over the app's declaration."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str | None = None
+    timeout: float | None = Field(None, gt=0, le=600)
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("url must be an http:// or https:// URL")
+        return value.rstrip("/")
 
 
 class Settings(BaseSettings):
@@ -31,6 +53,15 @@ class Settings(BaseSettings):
     billing_url: str | None = None
     log_file: str | None = None
     log_level: str = "info"
+    # Demo mode: an upstream without a URL is answered by the in-process mock, and the
+    # console seeds the demo scenarios. Off: a worker needing an upstream without a URL
+    # refuses to start.
+    demo: bool = False
+    # The user's app, MODULE[:ATTR] (core.app_loading); unset: the shipped demo app.
+    app: str | None = None
+    # Upstreams by name, as JSON: {"billing": {"url": ..., "timeout": 5, "headers": {...}}};
+    # SYNCBRIDGE_UPSTREAM_<NAME>_URL sets a URL alone (core.integrations.clients).
+    upstreams: dict[str, UpstreamSettings] = Field(default_factory=dict)
     # HTTP API (`syncbridge serve`): bearer tokens as `name:scope:secret,...` or a JSON list
     # of {"name", "scope", "secret"}; scope is read or write. Unset: open, loopback only.
     api_tokens: str | None = None
@@ -108,10 +139,20 @@ def load_settings(**overrides: object) -> Settings:
     Raises SettingsError with one line naming the offending setting.
     """
     clean = {k: v for k, v in overrides.items() if v is not None}
+    return _build(clean)
+
+
+def _build(values: dict[str, Any]) -> Settings:
     try:
-        return Settings(**clean)  # type: ignore[arg-type]
+        return Settings(**values)
     except ValidationError as exc:
         err = exc.errors()[0]
         field = str(err["loc"][0]) if err["loc"] else "?"
         name = f"SYNCBRIDGE_{field.upper()}"
-        raise SettingsError(f"bad setting {name}: {err['msg']}") from None
+        where = ".".join(str(p) for p in err["loc"][1:])
+        raise SettingsError(f"bad setting {name}{': ' + where if where else ''}: "
+                            f"{err['msg']}") from None
+    except _EnvParseError as exc:  # a complex value (JSON) that does not parse
+        text = str(exc)
+        field = text.split('"')[1] if text.count('"') >= 2 else "?"
+        raise SettingsError(f"bad setting SYNCBRIDGE_{field.upper()}: not valid JSON") from None

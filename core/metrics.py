@@ -17,6 +17,7 @@ Built to cost little at a million jobs, with no counter on the workers' hot path
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -141,9 +142,10 @@ def _finished_since(conn: Any, since: float) -> tuple[int, dict[str, int]]:
     return total, split
 
 
-def collect(db: Database) -> Metrics:
+def collect(db: Database, job_types: Iterable[str] = ()) -> Metrics:
+    """Queue health per job type; `job_types` (the app's) are listed even without jobs."""
     now = clock.now()
-    per: dict[str, TypeMetrics] = {}
+    per: dict[str, TypeMetrics] = {name: TypeMetrics() for name in job_types}
     overall = TypeMetrics()
     j = jobs_t.c
     a = attempts_t.c

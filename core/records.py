@@ -113,3 +113,6 @@ class Completion:
     http_status: int | None = None
     next_run_at: float | None = None
     correlation_id: str | None = None  # for the log line; never written by the completion
+    # The attempt row's outcome when it is not `outcome` (the job's transition): `timeout`
+    # for an attempt cancelled at its job type's timeout, whose job goes to retry or dead.
+    attempt_outcome: str | None = None

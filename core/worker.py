@@ -29,12 +29,15 @@ from core.config import Settings
 from core.db import WORKER_DB_THREADS, Database, DatabaseError, local_wakeup
 from core.execution import execute
 from core.handlers import JobContext, Registry
-from core.handlers import registry as default_registry
-from core.integrations.clients import job_headers_var, make_clients
+from core.integrations.clients import (
+    job_headers_var,
+    make_upstream_clients,
+    resolve_upstreams,
+)
 from core.integrations.mock import MockUpstream
 from core.logging import get_logger, one_line
 from core.records import ClaimedJob, Completion, WorkerInfo
-from core.retry_policy import Backoff
+from core.retry_policy import Backoff, JobPolicy
 from core.statuses import AttemptOutcome
 
 T = TypeVar("T")
@@ -66,8 +69,20 @@ class Worker:
     ) -> None:
         self.db = db
         self.settings = settings
-        self.registry = registry or default_registry
+        if registry is None:
+            from core.app_loading import load_app
+
+            registry = load_app(settings.app, demo=settings.demo)
+        self.registry = registry
         self.mock = mock
+        # Refuses (UpstreamConfigError, one line) when a job type needs an upstream without a
+        # URL outside demo mode: before anything starts.
+        self.upstream_config = resolve_upstreams(registry, settings)
+        self.policies: dict[str, JobPolicy] = {n: registry.policy(n, settings)
+                                               for n in registry.names()}
+        self._backoffs = {n: p.backoff for n, p in self.policies.items()}
+        self.clients: dict[str, Any] = {}
+        self._type_clients: dict[str, dict[str, Any]] = {}
         self.id = worker_id or make_worker_id()
         self.concurrency = concurrency or settings.concurrency
         self.backoff = Backoff(settings.job_backoff_seconds_base,
@@ -185,7 +200,9 @@ class Worker:
 
             listener = PgListener(self.db, self._wake_threadsafe)
             listener.start()
-        self.crm, self.billing = make_clients(self.settings, self.mock)
+        self.clients = make_upstream_clients(self.upstream_config, self.settings, self.mock)
+        self._type_clients = {spec.name: {n: self.clients[n] for n in spec.upstreams}
+                              for spec in self.registry.specs()}
         background: list[asyncio.Task[None]] = []
         try:
             await self._db(heartbeats.record_heartbeat, self.db, self._info())
@@ -211,8 +228,8 @@ class Worker:
             if listener:
                 listener.stop()
             unsubscribe()
-            await self.crm.aclose()
-            await self.billing.aclose()
+            for client in self.clients.values():
+                await client.aclose()
             self._pool.shutdown(wait=False)
         return self.stats
 
@@ -257,14 +274,22 @@ class Worker:
     async def _run_one(self, job: ClaimedJob) -> None:
         log = self.log.bind(job_id=job.id, attempt=job.lease_token, job_type=job.job_type,
                             entity_id=job.entity_id, correlation_id=job.correlation_id)
+        clients = self._type_clients.get(job.job_type, {})
         ctx = JobContext(job.id, job.job_type, job.entity_id, job.payload, job.correlation_id,
-                         job.lease_token, self.crm, self.billing, log)
+                         job.lease_token, clients.get("crm"), clients.get("billing"), log,
+                         upstreams=clients)
+        policy = self.policies.get(job.job_type)
         # Each job runs in its own task, so this context variable is this job's alone; the
         # clients' request hook turns it into X-Correlation-ID and X-SyncBridge-Attempt.
         job_headers_var.set((job.correlation_id, job.lease_token))
         try:
-            completion = await execute(job, self.registry.get(job.job_type), ctx,
-                                       self.backoff, self.id)
+            if policy is None:
+                completion = await execute(job, self.registry.get(job.job_type), ctx,
+                                           self.backoff, self.id)
+            else:
+                completion = await execute(job, self.registry.get(job.job_type), ctx,
+                                           policy.backoff, self.id, retry_on=policy.retry_on,
+                                           timeout=policy.timeout)
         except asyncio.CancelledError:
             return  # whoever canceled it (lease loss, cancel, shutdown) records the attempt
         finally:
@@ -344,7 +369,8 @@ class Worker:
                 self._heartbeat_ok = False
             await self._renew()
             try:
-                recovered = await self._db(leases.recover_expired, self.db, backoff=self.backoff)
+                recovered = await self._db(leases.recover_expired, self.db, backoff=self.backoff,
+                                           backoffs=self._backoffs)
                 for job_id, status in recovered:
                     self.log.warning("lease.recovered", job_id=job_id, status=status)
             except _DB_ERRORS as exc:

@@ -15,7 +15,7 @@ from typing import Any
 from core import clock, completion, enqueue, heartbeats, leases, operator_actions, schedules
 from core.config import Settings
 from core.db import Database
-from core.handlers import registry
+from core.demo import registry
 from core.records import Completion, WorkerInfo
 from core.schedules import Schedule, make_schedule
 

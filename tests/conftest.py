@@ -71,7 +71,7 @@ def db(db_url: str) -> Iterator[Database]:
 @pytest.fixture
 def settings(db_url: str) -> Settings:
     """Demo semantics with fast backoff so retry scenarios finish in well under a second."""
-    return load_settings(database_url=db_url, job_backoff_seconds_base=0.01,
+    return load_settings(database_url=db_url, demo=True, job_backoff_seconds_base=0.01,
                          job_backoff_seconds_cap=0.05, lease_seconds=5, poll_seconds=0.02,
                          shutdown_timeout_seconds=5)
 

@@ -139,7 +139,8 @@ def test_bulk_enqueue_from_stdin(url: str) -> None:
 
 
 def test_demo_worker_metrics_end_to_end(url: str) -> None:
-    env = {"SYNCBRIDGE_JOB_BACKOFF_SECONDS_BASE": "0.01", "SYNCBRIDGE_POLL_SECONDS": "0.02"}
+    env = {"SYNCBRIDGE_JOB_BACKOFF_SECONDS_BASE": "0.01", "SYNCBRIDGE_POLL_SECONDS": "0.02",
+           "SYNCBRIDGE_DEMO": "1"}
     assert run("demo", db=url, env=env).returncode == 0
     worker = run("--worker-only", "--until-empty", db=url, env=env)
     assert worker.returncode == 0, worker.stderr

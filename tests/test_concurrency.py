@@ -17,7 +17,7 @@ import pytest
 from core import enqueue, heartbeats, leases, reads
 from core.config import Settings
 from core.db import Database, DatabaseError
-from core.handlers import registry
+from core.demo import registry
 from core.integrations.mock import SCENARIOS, MockUpstream
 from core.worker import Worker
 from tests.helpers import async_wait_for, wait_for
@@ -178,7 +178,7 @@ def test_log_file_setting_gets_the_json_lines(tmp_path: Path) -> None:
     log = tmp_path / "worker.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("SYNCBRIDGE_")}
     env.update(SYNCBRIDGE_DATABASE_URL=f"sqlite:///{tmp_path}/l.db",
-               SYNCBRIDGE_LOG_FILE=str(log))
+               SYNCBRIDGE_LOG_FILE=str(log), SYNCBRIDGE_DEMO="1")
     subprocess.run([*CLI, "enqueue", "customer", "c_1001"], env=env, check=True,
                    capture_output=True, timeout=60)
     proc = subprocess.run([*CLI, "--worker-only", "--until-empty"], env=env,
@@ -271,7 +271,7 @@ def test_pg_notify_reaches_a_worker_in_another_process(db_url: str, db: Database
     if not db.is_postgres:
         pytest.skip("LISTEN/NOTIFY is PostgreSQL's; SQLite polls across processes")
     env = {k: v for k, v in os.environ.items() if not k.startswith("SYNCBRIDGE_")}
-    env.update(SYNCBRIDGE_DATABASE_URL=db_url, SYNCBRIDGE_POLL_SECONDS="30")
+    env.update(SYNCBRIDGE_DATABASE_URL=db_url, SYNCBRIDGE_POLL_SECONDS="30", SYNCBRIDGE_DEMO="1")
     proc = subprocess.Popen([*CLI, "--worker-only"], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     try:

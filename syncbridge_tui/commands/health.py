@@ -5,13 +5,22 @@ from __future__ import annotations
 import argparse
 
 from core import heartbeats, metrics
-from syncbridge_tui.commands.common import EXIT_OK, open_db, print_json, settings_for, table
+from syncbridge_tui.commands.common import (
+    EXIT_OK,
+    app_for,
+    open_db,
+    print_json,
+    settings_for,
+    table,
+)
 from syncbridge_tui.text import ago, clean, ms, pct, until
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:
-    db = open_db(settings_for(args))
-    m = metrics.collect(db)
+    settings = settings_for(args)
+    registry = app_for(settings)
+    db = open_db(settings)
+    m = metrics.collect(db, registry.names())
     if args.json:
         print_json(m.to_dict())
         return EXIT_OK
@@ -58,9 +67,10 @@ def cmd_workers(args: argparse.Namespace) -> int:
 def cmd_schedules(args: argparse.Namespace) -> int:
     """The app's recurring schedules: how they repeat, the next slot, the last slot's job."""
     from core import clock, schedules
-    from core.handlers import registry  # TODO(issue 10, APP): the registry --app loads
 
-    db = open_db(settings_for(args))
+    settings = settings_for(args)
+    registry = app_for(settings)
+    db = open_db(settings)
     states = schedules.schedule_states(db, registry.schedules())
     if args.json:
         print_json([s.to_dict() for s in states])

@@ -15,6 +15,7 @@ from syncbridge_tui.commands.common import (
     EXIT_OK,
     EXIT_USAGE,
     CliError,
+    app_for,
     open_db,
     print_json,
     settings_for,
@@ -24,9 +25,8 @@ from syncbridge_tui.text import ago, clean, ms, until
 
 
 def cmd_enqueue(args: argparse.Namespace) -> int:
-    from core.handlers import registry  # the HTTP client: only enqueue needs the job types
-
     settings = settings_for(args)
+    registry = app_for(settings)
     ids = list(args.entity_ids)
     if args.from_file:
         try:
@@ -59,7 +59,8 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     db = open_db(settings)
     try:
         results = enqueue.enqueue_many(db, args.job_type, ids, known_types=registry.names(),
-                                     max_attempts=settings.max_attempts, payload=payload,
+                                     max_attempts=registry.max_attempts(args.job_type, settings),
+                                     payload=payload,
                                      correlation_id=args.correlation_id, run_at=run_at)
     except errors.InvalidInput as exc:
         raise CliError(str(exc), EXIT_USAGE) from None
@@ -108,7 +109,14 @@ def _job_line(job: Job) -> list[str]:
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
-    db = open_db(settings_for(args))
+    settings = settings_for(args)
+    # Only a named app is loaded (a bad one is one line, exit 2): listing needs no job
+    # types, and the demo app would import the HTTP client (and with it rich).
+    known = app_for(settings).names() if settings.app else None
+    if known is not None and args.job_type is not None and args.job_type not in known:
+        print(f"syncbridge: note: {clean(args.job_type)!r} is not a job type of this app "
+              f"(known: {', '.join(known)})", file=sys.stderr)
+    db = open_db(settings)
     flt = reads.JobFilter(statuses=tuple(args.status or ()), job_type=args.job_type,
                           search=args.search)
     jobs = reads.list_jobs(db, flt, limit=args.limit)

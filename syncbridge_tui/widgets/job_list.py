@@ -26,7 +26,6 @@ from textual.widgets import DataTable, Input, Static
 
 from core import reads
 from core.db import Database
-from core.handlers import registry
 from core.reads import job_ids, latest_replays
 from core.records import Job
 from core.statuses import STATUSES
@@ -560,7 +559,7 @@ class JobList(Vertical):
         self.requery()
 
     def action_cycle_type(self) -> None:
-        cycle: list[str | None] = [None, *registry.names()]
+        cycle: list[str | None] = [None, *self.console.job_types()]
         i = cycle.index(self.state.job_type) if self.state.job_type in cycle else 0
         self.state.job_type = cycle[(i + 1) % len(cycle)]
         self.requery()

@@ -28,7 +28,7 @@ from sqlalchemy import func, select, text
 
 import core.enqueue
 from core.db import Database
-from core.handlers import registry
+from core.demo import registry
 from core.models import attempts_t, jobs_t
 from core.statuses import ACTIVE_STATUSES
 from tests.helpers import wait_for
@@ -177,7 +177,7 @@ def start_worker(procs: Procs, name: str, db_url: str, upstream: str | None, *,
                  max_seconds: float = 240.0, crm_url: str | None = None) -> Proc:
     spec = spec or WorkerSpec()
     log_file = procs.tmp / f"{name}.log"
-    settings: dict[str, Any] = dict(log_file=log_file, log_level="info")
+    settings: dict[str, Any] = dict(log_file=log_file, log_level="info", demo=1)
     settings.update(spec.extra)  # e.g. log_level="debug"
     env = clean_env(
         database_url=db_url,

@@ -17,8 +17,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
-from core import enqueue, errors, reads
-from core.handlers import registry
+from core import enqueue, reads
+from core.demo import registry
+from core.errors import InvalidInput
 from core.models import attempts_t, jobs_t
 from syncbridge_tui import cli
 from tests.reliability import _support as s
@@ -78,7 +79,7 @@ def test_core_enqueue_fuzzed(db, tally, job_type, entities, correlation, payload
         results = enqueue.enqueue_many(db, job_type, entities, known_types=registry.names(),
                                      max_attempts=4, payload=payload,
                                      correlation_id=correlation)
-    except errors.InvalidInput as exc:
+    except InvalidInput as exc:
         _tally("core_rejected")
         assert "\n" not in str(exc)
         assert _rows(db) == before, "a rejected enqueue wrote something"
@@ -101,7 +102,7 @@ def test_search_fuzzed(db, tally, term):
     try:
         jobs = reads.list_jobs(db, flt, limit=20)
         n = reads.count_jobs(db, flt, cap=100)
-    except errors.InvalidInput:
+    except InvalidInput:
         _tally("search_rejected")
         return
     _tally("search_answered")

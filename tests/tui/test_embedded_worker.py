@@ -36,7 +36,7 @@ THROUGHPUT_WINDOW_SECONDS = 5.0  # core Worker.throughput's window
 
 def settings_for(tmp_path: Path, **overrides: object) -> Settings:
     values: dict[str, object] = dict(
-        database_url=f"sqlite:///{tmp_path}/console.db", job_backoff_seconds_base=0.01,
+        database_url=f"sqlite:///{tmp_path}/console.db", demo=True, job_backoff_seconds_base=0.01,
         job_backoff_seconds_cap=0.05, lease_seconds=3, poll_seconds=0.02,
         shutdown_timeout_seconds=0.3)
     values.update(overrides)
@@ -274,7 +274,7 @@ from syncbridge_tui.engine import EmbeddedWorker
 from tests.tui.worker_jobs import slow_registry
 
 if __name__ == "__main__":
-    settings = load_settings(database_url={url!r}, lease_seconds=60, poll_seconds=0.02,
+    settings = load_settings(database_url={url!r}, demo=True, lease_seconds=60, poll_seconds=0.02,
                              shutdown_timeout_seconds=0.3)
     db = Database(settings.database_url)
     engine = EmbeddedWorker(db, settings, registry=slow_registry)

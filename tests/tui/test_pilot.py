@@ -11,7 +11,7 @@ from textual.command import CommandList, CommandPalette
 from textual.widgets import Input
 
 from core import enqueue, reads
-from core.handlers import registry
+from core.demo import registry
 from syncbridge_tui.app import SyncBridgeApp
 from syncbridge_tui.screens.confirm import ConfirmScreen
 from syncbridge_tui.screens.detail import DetailScreen
@@ -426,7 +426,7 @@ def test_run_app_seeds_only_an_empty_writable_database(
     seen: list[app_module.ConsoleOptions] = []
     monkeypatch.setattr(app_module.SyncBridgeApp, "run",
                         lambda self, **_: seen.append(self.options))
-    settings = load_settings(database_url=f"sqlite:///{tmp_path}/run.db")
+    settings = load_settings(database_url=f"sqlite:///{tmp_path}/run.db", demo=True)
 
     def args(**kw: object) -> argparse.Namespace:
         base = dict(db=None, no_worker=True, read_only=False, no_demo=False, concurrency=None)
