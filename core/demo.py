@@ -13,25 +13,14 @@ from typing import Any
 from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field
-from pydantic import ValidationError as PydanticValidationError
 
 from core.handlers import JobContext, Registry
-from core.integrations.errors import ValidationError
-from core.integrations.http import request_json
+from core.integrations.http import request_json, validated
 
 registry = Registry()
 registry.upstream("crm")
 registry.upstream("billing")
 job_type = registry.job_type
-
-
-def validated(model: type[BaseModel], data: Any, what: str) -> Any:
-    try:
-        return model.model_validate(data)
-    except PydanticValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "record"
-        raise ValidationError(f"{what} failed validation: {where}: {first['msg']}") from None
 
 
 class CrmCustomer(BaseModel):

@@ -134,6 +134,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         problems.append(str(exc))
         registry = None
     report["database"] = _database(settings, problems)
+    if registry is not None and not registry.names():
+        # Most likely the app lives in a Registry of its own: it must be named.
+        problems.append(f"app {settings.app!r} registers no job type (is it a Registry "
+                        "attribute? name it: --app MODULE:ATTR)")
     if registry is not None:
         try:
             report["job_types"] = _types(registry, settings)
