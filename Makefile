@@ -23,9 +23,10 @@ run: $(STAMP)
 test: lint typecheck contracts
 	$(BIN)/python -m pytest -q
 
-# The edit loop: the same checks, every test but the slow reliability suite.
+# The edit loop: the same checks, every test but the slow ones (reliability, end to end,
+# fuzz), on two processes.
 test-fast: lint typecheck contracts
-	$(BIN)/python -m pytest -q --ignore=tests/reliability
+	$(BIN)/python -m pytest -q -n 2 -m "not slow" --ignore=tests/reliability
 
 lint: $(STAMP)
 	$(BIN)/ruff check core syncbridge_tui tests bench

@@ -19,6 +19,8 @@ from tests.conftest import TABLES
 from tests.helpers import wait_for
 from tests.reliability._support import PYTHON, ROOT, Procs, billing_writes, clean_env, start_mock
 
+pytestmark = pytest.mark.slow  # end to end: `make test` runs it, `make test-fast` skips it
+
 APP = "examples.crm_sync:app"
 CONTACTS = ["c_1001", "c_1002", "c_2002", "c_3003", "c_4004", "c_5005"]
 
