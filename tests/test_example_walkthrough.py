@@ -89,6 +89,8 @@ def test_the_example_app_on_two_workers_over_postgresql(pg_url: str, tmp_path: P
                         attempts_t.c.job_id == jobs["x_slow"].id)
                     .order_by(attempts_t.c.number))]
                 slot_jobs = [r.job_id for r in conn.execute(select(schedule_slots_t.c.job_id))]
+                sweep_budgets = set(conn.execute(select(jobs_t.c.max_attempts).where(
+                    jobs_t.c.entity_id == "c_9000")).scalars())
                 running = conn.execute(select(func.count()).select_from(jobs_t).where(
                     jobs_t.c.status == "running")).scalar()
                 workers_seen = {r.worker_id for r in conn.execute(
@@ -108,6 +110,7 @@ def test_the_example_app_on_two_workers_over_postgresql(pg_url: str, tmp_path: P
         # One job per slot across both workers (a skipped slot has no job).
         made = [j for j in slot_jobs if j is not None]
         assert len(made) == len(set(made))
+        assert sweep_budgets == {5}  # a scheduled job gets its type's budget
         assert running == 0
         assert len(workers_seen) == 2, workers_seen
         # Every success wrote Billing exactly once, under its own correlation id.
