@@ -92,6 +92,8 @@ class Worker:
         self.log = get_logger(worker_id=self.id)
         enabled = getattr(self.log, "is_enabled_for", None)  # structlog's filtering loggers
         self._log_successes = enabled is None or enabled(logging.INFO)
+        # Debug lines on the hot path (tests observe them) are built only when kept.
+        self._log_debug = enabled is None or enabled(logging.DEBUG)
         self._paused = start_paused
         self._state = "starting"
         self._force = False
@@ -259,7 +261,7 @@ class Worker:
                 self._held[job.id] = job.lease_token
                 self._claimed_at[job.id] = job.claimed_at
                 self._tasks[job.id] = asyncio.create_task(self._run_one(job))
-            if not jobs:
+            if not jobs and self._log_debug:
                 self.log.debug("claim.empty")  # observable (at debug) for tests: now idle
             if len(jobs) < free:
                 if until_empty and not self._tasks and not self._held:
@@ -298,7 +300,8 @@ class Worker:
                 self._wake.set()
         self._completing.add(job.id)
         self._pending.append(completion)
-        log.debug("attempt.queued", outcome=completion.outcome)  # observable (tests): unwritten
+        if self._log_debug:
+            log.debug("attempt.queued", outcome=completion.outcome)  # tests: queued, unwritten
         assert self._flush_wake is not None
         self._flush_wake.set()
 
