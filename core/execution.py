@@ -24,6 +24,8 @@ async def execute(job: ClaimedJob, handler: Handler | None, ctx: JobContext,
     t0 = time.perf_counter()
     http_status: int | None = None
     retry_after: float | None = None
+    upstream: str | None = None
+    signal: str | None = None
     outcome: AttemptOutcome
     try:
         if handler is None:
@@ -32,14 +34,19 @@ async def execute(job: ClaimedJob, handler: Handler | None, ctx: JobContext,
         if result is not None and not isinstance(result, dict):
             result = {"value": result}
         outcome, error_type, message = AttemptOutcome.SUCCESS, None, None
+        signal = "ok"
     except asyncio.CancelledError:
         raise
     except SyncError as exc:
         result = None
         http_status = exc.http_status
         error_type, message = exc.error_type, exc.message
-        if isinstance(exc, UpstreamRateLimited):
-            retry_after = exc.retry_after
+        retry_after = exc.retry_after
+        upstream = exc.upstream
+        if isinstance(exc, UpstreamRateLimited) or (http_status == 503 and retry_after):
+            signal = "rate_limited"  # the upstream asked to be left alone: a pause
+        else:
+            signal = "failure" if exc.retryable else "alive"
         outcome = AttemptOutcome.RETRY if exc.retryable else AttemptOutcome.FAILED
     except PydanticValidationError as exc:
         result = None
@@ -63,4 +70,6 @@ async def execute(job: ClaimedJob, handler: Handler | None, ctx: JobContext,
         started_at=started_at, finished_at=finished_at, duration_ms=duration_ms,
         result=result, error_type=error_type, error_message=message,
         http_status=http_status, next_run_at=next_run_at, correlation_id=job.correlation_id,
+        job_type=job.job_type, upstream=upstream, upstream_signal=signal,
+        retry_after=retry_after,
     )

@@ -113,3 +113,10 @@ class Completion:
     http_status: int | None = None
     next_run_at: float | None = None
     correlation_id: str | None = None  # for the log line; never written by the completion
+    # For upstream protection (never written by the completion): the job's type, the
+    # upstream an error named, what the attempt says about it (ok | alive | failure |
+    # rate_limited) and the Retry-After it was given.
+    job_type: str | None = None
+    upstream: str | None = None
+    upstream_signal: str | None = None
+    retry_after: float | None = None

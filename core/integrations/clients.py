@@ -36,6 +36,7 @@ class _NoCookies(httpx.Cookies):
 
 class _Client(httpx.AsyncClient):
     _none = _NoCookies()
+    upstream_name: str | None = None  # errors of its requests name it (SyncError.upstream)
 
     @property
     def cookies(self) -> httpx.Cookies:
@@ -63,10 +64,12 @@ def make_clients(settings: Settings, mock: MockUpstream | None = None
 
     def one(url: str | None, prefix: str) -> httpx.AsyncClient:
         if url:
-            return _Client(base_url=url, timeout=timeout, limits=limits,
-                                     event_hooks=hooks)
-        transport = (mock or default_mock()).transport()
-        return _Client(base_url=f"http://mock{prefix}", transport=transport,
-                                 timeout=timeout, event_hooks=hooks)
+            client = _Client(base_url=url, timeout=timeout, limits=limits, event_hooks=hooks)
+        else:
+            transport = (mock or default_mock()).transport()
+            client = _Client(base_url=f"http://mock{prefix}", transport=transport,
+                             timeout=timeout, event_hooks=hooks)
+        client.upstream_name = prefix.strip("/")
+        return client
 
     return one(settings.crm_url, "/crm"), one(settings.billing_url, "/billing")
