@@ -17,12 +17,13 @@ Built to cost little at a million jobs, with no counter on the workers' hot path
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sqlalchemy import Integer, Row, case, cast, func, select, text
 
-from core import clock
+from core import clock, upstream_protection
 from core.db import Database
 from core.models import attempts_t, jobs_t
 from core.statuses import STATUSES, AttemptOutcome, JobStatus
@@ -59,10 +60,13 @@ class Metrics:
     generated_at: float
     overall: TypeMetrics
     per_type: dict[str, TypeMetrics]
+    # Upstream protection: core.upstream_protection.states (the upstream section).
+    upstreams: list[Any] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"generated_at": clock.iso(self.generated_at), **asdict(self.overall),
-                "per_type": {k: asdict(v) for k, v in self.per_type.items()}}
+                "per_type": {k: asdict(v) for k, v in self.per_type.items()},
+                "upstreams": [u.as_dict() for u in self.upstreams]}
 
 
 def percentile(sorted_values: list[float], q: float) -> float | None:
@@ -130,7 +134,8 @@ def _finished_since(conn: Any, since: float) -> tuple[int, dict[str, int]]:
     return total, split
 
 
-def collect(db: Database) -> Metrics:
+def collect(db: Database, *, upstreams_by_type: Mapping[str, Sequence[str]] | None = None
+            ) -> Metrics:
     now = clock.now()
     per: dict[str, TypeMetrics] = {}
     overall = TypeMetrics()
@@ -185,7 +190,10 @@ def collect(db: Database) -> Metrics:
         m.finished_jobs = decided + s[JobStatus.CANCELED]
         m.success_rate = s[JobStatus.SUCCESS] / decided if decided else None
         m.dead_letter_depth = s[JobStatus.DEAD]
-    return Metrics(now, overall, dict(sorted(per.items())))
+    counts = {(t, st): n for t, tm in per.items() for st, n in tm.by_status.items()}
+    upstreams = upstream_protection.states(db, upstreams_by_type=upstreams_by_type,
+                                           counts=counts)
+    return Metrics(now, overall, dict(sorted(per.items())), upstreams)
 
 
 def finished_series(db: Database, *, buckets: int = 30, bucket_seconds: float = 10.0

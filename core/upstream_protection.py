@@ -67,7 +67,6 @@ DEMO_UPSTREAMS: dict[str, tuple[str, ...]] = {"customer": ("crm", "billing"),
                                               "invoice": ("crm", "billing")}
 
 Signal = Literal["ok", "alive", "failure", "rate_limited", "neutral"]
-log = get_logger()
 
 
 # --- configuration ------------------------------------------------------------------------------
@@ -252,7 +251,8 @@ def _set(conn: Connection, name: str, **values: Any) -> None:
 
 
 def _event(event: str, upstream: str, **fields: Any) -> None:
-    log.warning(event, upstream=upstream, **fields)
+    """Every state change is a structured log event (the logger as configured now)."""
+    get_logger().warning(event, upstream=upstream, **fields)
 
 
 # --- admission (the worker's claim) -------------------------------------------------------------
@@ -314,7 +314,8 @@ class Protection:
         fresh = now - self._cache_at < STATE_TTL
         cached_limited = any(self._limit_rate(n, r) is not None for n, r in self._cache.items())
         if (fresh and not self.policy.limits and not cached_limited
-                and all(r.state == CLOSED and not r.paused(now) for r in self._cache.values())):
+                and all(r.state == CLOSED and not r.paused(now) and not r.failures
+                        for r in self._cache.values())):
             # Nothing limited, nothing wrong a moment ago: the claim alone.
             return leases.claim(self.db, worker_id, limit, lease_seconds=lease_seconds,
                                 job_types=job_types)
@@ -610,16 +611,17 @@ class UpstreamState:
 
 
 def states(db: Database, *, policy: Policy | None = None,
-           upstreams_by_type: Mapping[str, Sequence[str]] | None = None
-           ) -> list[UpstreamState]:
-    """Every known upstream's state, with its in-flight and waiting jobs."""
+           upstreams_by_type: Mapping[str, Sequence[str]] | None = None,
+           counts: Mapping[tuple[str, str], int] | None = None) -> list[UpstreamState]:
+    """Every known upstream's state, with its in-flight and waiting jobs (`counts`: jobs
+    by (type, status) when the caller has them already)."""
     by_type = type_upstreams(mapping=upstreams_by_type)
     limits = policy.limits if policy else {}
     now = clock.now()
     with db.read() as conn:
         rows = {r.name: _row(r) for r in conn.execute(select(upstreams_t))}
-        counts: dict[tuple[str, str], int] = {
-            (t, s): n for t, s, n in conn.execute(
+        if counts is None:
+            counts = {(t, s): n for t, s, n in conn.execute(
                 select(jobs_t.c.job_type, jobs_t.c.status, func.count())
                 .where(jobs_t.c.status.in_([JobStatus.PENDING, JobStatus.RUNNING]))
                 .group_by(jobs_t.c.job_type, jobs_t.c.status))}
@@ -699,8 +701,7 @@ def _control(db: Database, name: str, action: str, actor: str, detail: str,
         _set(conn, name, **values)
         conn.execute(audit_t.insert().values(at=now, actor=actor, action=action, job_id=None,
                                              upstream=name, detail=detail))
-    log.warning(f"upstream.{action.split('.', 1)[-1]}", upstream=name, actor=actor,
-                detail=detail)
+    _event(f"upstream.{action.split('.', 1)[-1]}", name, actor=actor, detail=detail)
 
 
 def pause(db: Database, name: str, seconds: float, *, actor: str,

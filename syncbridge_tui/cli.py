@@ -19,7 +19,7 @@ from typing import NoReturn
 from core.config import SettingsError
 from core.db import DatabaseError
 from syncbridge_tui import serve_command
-from syncbridge_tui.commands import admin, health, jobs
+from syncbridge_tui.commands import admin, health, jobs, upstreams
 from syncbridge_tui.commands.common import (
     EXIT_OK,
     EXIT_RUNTIME,
@@ -126,6 +126,7 @@ def build_parser() -> _Parser:
     dbsub = dbp.add_subparsers(dest="db_command", metavar="ACTION", parser_class=_Parser)
     dbsub.add_parser("upgrade", parents=[common], help="upgrade the schema to the newest")
     serve_command.register(p, sub, common)  # `serve` and the worker's --metrics-port
+    upstreams.register(sub, common)  # `upstreams`, `upstream pause|resume|reset|open`
     return p
 
 
@@ -141,6 +142,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "metrics": health.cmd_metrics, "workers": health.cmd_workers, "demo": admin.cmd_demo,
     "mock-upstream": admin.cmd_mock_upstream, "db": admin.cmd_db,
     "serve": serve_command.cmd_serve,
+    "upstreams": upstreams.cmd_upstreams, "upstream": upstreams.cmd_upstream,
 }
 
 
