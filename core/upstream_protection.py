@@ -319,6 +319,16 @@ class Protection:
             # Nothing limited, nothing wrong a moment ago: the claim alone.
             return leases.claim(self.db, worker_id, limit, lease_seconds=lease_seconds,
                                 job_types=job_types)
+        if not self.policy.limits:
+            # Nothing configured: read the states; when none is paused, open or adaptive
+            # (the usual case), the claim is the plain one.
+            with self.db.read() as conn:
+                rows = _read_rows(conn, names, False, self.db.is_postgres)
+            self._cache, self._cache_at = rows, now
+            if all(r.state == CLOSED and not r.paused(now) and r.rate is None
+                   for r in rows.values()):
+                return leases.claim(self.db, worker_id, limit, lease_seconds=lease_seconds,
+                                    job_types=job_types)
         with self.db.write() as conn:
             # Locked: token buckets, in-flight counts and probes are decided by one worker
             # at a time per upstream (SQLite's write lock does the same).
@@ -521,6 +531,8 @@ class Protection:
                     row.rate += max(1.0, AIMD_INCREASE * row.rate) / max(row.rate, 1.0)
             elif o.signal == "rate_limited":
                 row.recent_429 += 1
+                # One cut per pause: the other 429s of the same burst arrive while it lasts.
+                cut = not row.paused(now)
                 pause = o.retry_after if o.retry_after is not None else NO_RETRY_AFTER_PAUSE
                 until = now + pause
                 if row.paused_until is None or until > row.paused_until:
@@ -529,7 +541,7 @@ class Protection:
                                reason="429 Retry-After" if o.retry_after is not None
                                else "429", job_id=o.job_id)
                     row.paused_until = until
-                if configured_rate is None:
+                if configured_rate is None and cut:
                     observed = self._observed_rate(conn, row.name, now)
                     base = row.rate if row.rate is not None else observed
                     new = max(AIMD_MIN_RATE, base * AIMD_DECREASE)
@@ -571,13 +583,13 @@ class Protection:
         _set(conn, row.name, **fields)
 
     def _observed_rate(self, conn: Connection, name: str, now: float) -> float:
-        """Jobs of the types calling `name` finished per second over the last 2 s."""
+        """Jobs of the types calling `name` finished in the last second."""
         calling = [t for t, ups in self.by_type.items() if name in ups]
         n = conn.execute(text(
             "SELECT count(*) FROM sync_job_attempts a JOIN sync_jobs j ON j.id = a.job_id "
             "WHERE a.finished_at > :since AND j.job_type IN :types"
-        ).bindparams(_expanding("types")), {"since": now - 2.0, "types": calling}).scalar()
-        return max(AIMD_MIN_RATE, float(n or 0) / 2.0)
+        ).bindparams(_expanding("types")), {"since": now - 1.0, "types": calling}).scalar()
+        return max(AIMD_MIN_RATE, float(n or 0))
 
 
 def _expanding(name: str) -> Any:

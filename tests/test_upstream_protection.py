@@ -224,13 +224,13 @@ def test_retry_after_pauses_the_upstream_for_the_fleet(db: Database, now: list[f
 def test_aimd_cuts_on_429_and_grows_on_success(db: Database, now: list[float]) -> None:
     p = make(db)
     enqueue(db, "invoice", 60)
-    jobs = claim(p, 40)
+    jobs = claim(p, 20)
     now[0] += 0.5
-    finish(db, jobs)  # 40 attempts finished within the last 2 s: 20/s observed
+    finish(db, jobs)  # 20 attempts finished within the last second: 20/s observed
     (j,) = claim(p, 1)
-    p.record([Observation("crm", "rate_limited", j.id, retry_after=None)])
+    p.record([Observation("crm", "rate_limited", j.id, retry_after=None)] * 3)
     cut = row(db, "crm")["rate"]
-    assert cut == pytest.approx(20 * 0.7)
+    assert cut == pytest.approx(20 * 0.7)  # once: the other 429s came during the pause
     assert row(db, "crm")["paused_until"] == pytest.approx(now[0] + 1.0)
     now[0] += 1.1
     p.record([Observation("crm", "ok", k.id) for k in jobs[:14]])

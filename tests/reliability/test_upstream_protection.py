@@ -247,9 +247,11 @@ def test_outage_opens_the_breaker_and_loses_no_budget(db_url, db, mock, procs, r
     assert on["dead"] == 0 and on["success"] == on["jobs"] and on["stuck"] == 0, on
     assert on["breaker_opened"] >= 1 and on["failures_when_opened"] == BREAKER_N, on
     # Requests that reached the broken upstream: the N that open the breaker, the probes,
-    # and at most what the fleet had in flight (or claimed) when the failures began.
+    # what the fleet had in flight when the failures began, and what the other workers
+    # claimed before they read the open state (their state is at most STATE_TTL old and
+    # refused connections fail at once): bounded by a second fleet's worth of slots.
     assert on["requests_to_broken_upstream"] <= BREAKER_N + on["probes"] \
-        + on["fleet_concurrency"], on
+        + 2 * on["fleet_concurrency"], on
     assert on["back_to_full_speed_s"] is not None
     assert on["back_to_full_speed_s"] <= COOLDOWN_MAX + 2, on
     assert off["requests_to_broken_upstream"] > on["requests_to_broken_upstream"], off
