@@ -258,6 +258,22 @@ def _event(event: str, upstream: str, **fields: Any) -> None:
 # --- admission (the worker's claim) -------------------------------------------------------------
 
 @dataclass(slots=True)
+class _Plan:
+    """One claim's admission: what is blocked, the probes due, the types admitted, the
+    budget of each limited upstream and its token bucket (available, capacity)."""
+
+    limit: int
+    unguarded: list[str]
+    guarded: list[str] = field(default_factory=list)
+    blocked: set[str] = field(default_factory=set)
+    probe_due: list[str] = field(default_factory=list)
+    admitted: list[str] = field(default_factory=list)
+    budgets: dict[str, int] = field(default_factory=dict)
+    buckets: dict[str, tuple[float, float]] = field(default_factory=dict)
+    used: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+
+@dataclass(slots=True)
 class Observation:
     """What one finished attempt says about an upstream."""
 
@@ -329,32 +345,49 @@ class Protection:
                    for r in rows.values()):
                 return leases.claim(self.db, worker_id, limit, lease_seconds=lease_seconds,
                                     job_types=job_types)
-        with self.db.write() as conn:
-            # Locked: token buckets, in-flight counts and probes are decided by one worker
-            # at a time per upstream (SQLite's write lock does the same).
-            rows = _read_rows(conn, names, True, self.db.is_postgres)
-            self._cache, self._cache_at = rows, now
-            return self._admit(conn, rows, now, limit, lease_seconds, job_types, guarded)
-
-    def _admit(self, conn: Connection, rows: dict[str, Row], now: float, limit: int,
-               lease_seconds: float, job_types: Sequence[str],
-               guarded: list[str]) -> list[ClaimedJob]:
         pg = self.db.is_postgres
-        blocked: set[str] = set()
-        probe_due: list[str] = []
+        if not pg:
+            # SQLite: one transaction; its write lock serializes the fleet's claims anyway.
+            with self.db.write() as conn:
+                rows = _read_rows(conn, names, True, pg)
+                self._cache, self._cache_at = rows, now
+                plan = self._plan(conn, rows, now, limit, job_types, guarded)
+                claimed = self._claim_plan(conn, plan, now, lease_seconds)
+                for name, (have, _cap) in plan.buckets.items():
+                    _set(conn, name, tokens=have - plan.used[name], tokens_at=now)
+                return claimed
+        # PostgreSQL: the upstream rows are locked only for the short transaction that
+        # takes the tokens (and counts what runs); the claim itself runs unlocked, so the
+        # fleet's claims stay concurrent, and gives back the tokens it did not use.
+        with self.db.write() as conn:
+            rows = _read_rows(conn, names, True, pg)
+            self._cache, self._cache_at = rows, now
+            plan = self._plan(conn, rows, now, limit, job_types, guarded)
+            for name, (have, _cap) in plan.buckets.items():
+                _set(conn, name, tokens=have - plan.budgets[name], tokens_at=now)
+        with self.db.write() as conn:
+            claimed = self._claim_plan(conn, plan, now, lease_seconds)
+            for name, (_have, cap) in plan.buckets.items():
+                unused = plan.budgets[name] - plan.used[name]
+                if unused > 0:
+                    conn.execute(update(upstreams_t).where(upstreams_t.c.name == name)
+                                 .values(tokens=func.least(cap, upstreams_t.c.tokens + unused)))
+            return claimed
+
+    def _plan(self, conn: Connection, rows: dict[str, Row], now: float, limit: int,
+              job_types: Sequence[str], guarded: list[str]) -> _Plan:
+        """Which types may be claimed, each limited upstream's budget, the probes due."""
+        plan = _Plan(limit=limit, unguarded=[t for t in job_types if t not in self.by_type])
         for name, row in rows.items():
             if row.paused(now):
-                blocked.add(name)
+                plan.blocked.add(name)
             elif row.state != CLOSED:
-                blocked.add(name)
+                plan.blocked.add(name)
                 if row.probe_due(now):
-                    probe_due.append(name)
-        admitted = [t for t in guarded if not blocked.intersection(self.by_type[t])]
-        unguarded = [t for t in job_types if t not in self.by_type]
-        # Budgets of the limited upstreams among the admitted types.
-        budgets: dict[str, int] = {}
-        buckets: dict[str, tuple[float, float]] = {}  # name -> (tokens available, rate)
-        for name in sorted({u for t in admitted for u in self.by_type[t]}):
+                    plan.probe_due.append(name)
+        plan.guarded = guarded
+        plan.admitted = [t for t in guarded if not plan.blocked.intersection(self.by_type[t])]
+        for name in sorted({u for t in plan.admitted for u in self.by_type[t]}):
             urow = rows.get(name)
             if urow is None:
                 continue
@@ -365,7 +398,7 @@ class Protection:
                 cap = max(1.0, rate * BURST_SECONDS)
                 have = cap if urow.tokens is None or urow.tokens_at is None else min(
                     cap, urow.tokens + max(0.0, now - urow.tokens_at) * rate)
-                buckets[name] = (have, rate)
+                plan.buckets[name] = (have, cap)
                 budget = min(budget, int(have))
             if lim.max_in_flight is not None:
                 calling = [t for t, ups in self.by_type.items() if name in ups]
@@ -375,15 +408,22 @@ class Protection:
                            jobs_t.c.job_type.in_(calling))).scalar() or 0
                 budget = min(budget, lim.max_in_flight - int(running))
             if rate is not None or lim.max_in_flight is not None:
-                budgets[name] = max(0, budget)
+                plan.budgets[name] = max(0, budget)
+        return plan
+
+    def _claim_plan(self, conn: Connection, plan: _Plan, now: float,
+                    lease_seconds: float) -> list[ClaimedJob]:
+        """Claim what the plan admits: each group of types sharing limited upstreams up to
+        their budget, then the unlimited types, then at most one probe per upstream."""
+        pg = self.db.is_postgres
         groups: dict[tuple[str, ...], list[str]] = defaultdict(list)
-        for t in admitted:
-            groups[tuple(u for u in self.by_type[t] if u in budgets)].append(t)
+        for t in plan.admitted:
+            groups[tuple(u for u in self.by_type[t] if u in plan.budgets)].append(t)
         claimed: list[ClaimedJob] = []
-        used: dict[str, int] = defaultdict(int)
-        remaining = limit
+        used = plan.used
+        remaining = plan.limit
         for key in sorted(k for k in groups if k):
-            n = min([remaining] + [budgets[u] - used[u] for u in key])
+            n = min([remaining] + [plan.budgets[u] - used[u] for u in key])
             if n <= 0:
                 continue
             got = leases.claim_rows(conn, pg, self.worker_id, n, now, lease_seconds,
@@ -392,20 +432,18 @@ class Protection:
                 used[u] += len(got)
             remaining -= len(got)
             claimed += got
-        free_types = groups.get((), []) + unguarded
+        free_types = groups.get((), []) + plan.unguarded
         if remaining > 0 and free_types:
             got = leases.claim_rows(conn, pg, self.worker_id, remaining, now, lease_seconds,
                                     free_types)
             remaining -= len(got)
             claimed += got
-        for name, (have, _rate) in buckets.items():
-            _set(conn, name, tokens=have - used[name], tokens_at=now)
         # At most one probe per upstream, fleet-wide: the conditional UPDATE decides.
-        for name in probe_due:
+        for name in plan.probe_due:
             if remaining <= 0:
                 break
-            others = blocked - {name}
-            types = [t for t in guarded
+            others = plan.blocked - {name}
+            types = [t for t in plan.guarded
                      if name in self.by_type[t] and not others.intersection(self.by_type[t])]
             if not types:
                 continue
@@ -430,7 +468,8 @@ class Protection:
                 continue
             _set(conn, name, probe_job_id=got[0].id)
             self.probes[got[0].id] = name
-            rows[name].state = HALF_OPEN
+            if name in self._cache:
+                self._cache[name].state = HALF_OPEN
             remaining -= 1
             claimed += got
             _event("upstream.half_open", name, probe_job_id=got[0].id,

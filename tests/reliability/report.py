@@ -112,7 +112,10 @@ def render(doc: str, figures: dict[str, Any]) -> str:
             continue
         pattern = re.compile(rf"(<!-- BEGIN generated:{re.escape(name)} -->\n).*?"
                              rf"(<!-- END generated:{re.escape(name)} -->)", re.S)
-        doc = pattern.sub(lambda m, b=body: m.group(1) + b + "\n" + m.group(2), doc)
+        def fill(m: re.Match[str], body: str = body) -> str:
+            return m.group(1) + body + "\n" + m.group(2)
+
+        doc = pattern.sub(fill, doc)
     return doc
 
 

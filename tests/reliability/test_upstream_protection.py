@@ -288,7 +288,7 @@ def test_one_upstream_down_does_not_slow_the_other(db_url, db, mock, procs, reco
         ws = fleet(procs, db_url, mock, n, protect=protect, concurrency=4,
                    tag=f"iso2-{tag}")
 
-        def beta_done() -> bool:
+        def beta_done(n_beta: int = n_beta) -> bool:
             procs.check_deadlines()
             return outcomes(db, "beta")[0]["success"] == n_beta
 
