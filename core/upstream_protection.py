@@ -245,6 +245,38 @@ def _read_rows(conn: Connection, names: Sequence[str], lock: bool,
     return {r.name: _row(r) for r in conn.execute(q)}
 
 
+def _soft(conn: Connection) -> None:
+    """PostgreSQL: this transaction's commit does not wait for its WAL flush. The upstream
+    rows are soft state (tokens, counters, the breaker): a database crash may forget the
+    last few milliseconds of it, which costs at most a token or a failure count, while
+    waiting for the flush doubled the cost of every claim with a limit configured."""
+    conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
+
+
+def _running_by_type(conn: Connection) -> dict[str, int]:
+    """Running jobs by type. By status alone: running jobs are few (the fleet's concurrency)
+    and the (status, id) index finds them; a filter on the type could make the planner
+    walk every job of the type instead."""
+    return {t: int(n) for t, n in conn.execute(
+        select(jobs_t.c.job_type, func.count())
+        .where(jobs_t.c.status == JobStatus.RUNNING).group_by(jobs_t.c.job_type))}
+
+
+def _unclaim(conn: Connection, worker_id: str, jobs: Sequence[ClaimedJob], now: float) -> None:
+    """Undo claims made earlier in this same transaction (no one saw them): the job is
+    pending again with its token and budget as before the claim."""
+    if not jobs:
+        return
+    conn.execute(
+        update(jobs_t)
+        .where(jobs_t.c.id.in_([j.id for j in jobs]), jobs_t.c.lease_owner == worker_id,
+               jobs_t.c.status == JobStatus.RUNNING)
+        .values(status=JobStatus.PENDING, lease_owner=None,
+                lease_token=jobs_t.c.lease_token - 1,
+                attempt_count=jobs_t.c.attempt_count - 1, lease_acquired_at=None,
+                lease_expires_at=None, updated_at=now))
+
+
 def _set(conn: Connection, name: str, **values: Any) -> None:
     conn.execute(update(upstreams_t).where(upstreams_t.c.name == name)
                  .values(updated_at=clock.now(), **values))
@@ -345,34 +377,67 @@ class Protection:
                    for r in rows.values()):
                 return leases.claim(self.db, worker_id, limit, lease_seconds=lease_seconds,
                                     job_types=job_types)
+        # Claim optimistically on budgets estimated from the rows as last read (at most
+        # STATE_TTL old), then settle under a short lock of the limited upstreams' rows:
+        # re-read their buckets, count what runs, give back (unclaim, in this same
+        # transaction, so nobody ever saw them) what exceeds a limit, and take the tokens.
+        # The rows stay locked only from the settle to the commit, never during the claim.
         pg = self.db.is_postgres
-        if not pg:
-            # SQLite: one transaction; its write lock serializes the fleet's claims anyway.
-            with self.db.write() as conn:
-                rows = _read_rows(conn, names, True, pg)
+        with self.db.write() as conn:
+            if fresh:
+                rows = {n: r for n, r in self._cache.items() if n in names}
+            else:
+                rows = _read_rows(conn, names, False, pg)
                 self._cache, self._cache_at = rows, now
-                plan = self._plan(conn, rows, now, limit, job_types, guarded)
-                claimed = self._claim_plan(conn, plan, now, lease_seconds)
-                for name, (have, _cap) in plan.buckets.items():
-                    _set(conn, name, tokens=have - plan.used[name], tokens_at=now)
-                return claimed
-        # PostgreSQL: the upstream rows are locked only for the short transaction that
-        # takes the tokens (and counts what runs); the claim itself runs unlocked, so the
-        # fleet's claims stay concurrent, and gives back the tokens it did not use.
-        with self.db.write() as conn:
-            rows = _read_rows(conn, names, True, pg)
-            self._cache, self._cache_at = rows, now
             plan = self._plan(conn, rows, now, limit, job_types, guarded)
-            for name, (have, _cap) in plan.buckets.items():
-                _set(conn, name, tokens=have - plan.budgets[name], tokens_at=now)
-        with self.db.write() as conn:
             claimed = self._claim_plan(conn, plan, now, lease_seconds)
-            for name, (_have, cap) in plan.buckets.items():
-                unused = plan.budgets[name] - plan.used[name]
-                if unused > 0:
-                    conn.execute(update(upstreams_t).where(upstreams_t.c.name == name)
-                                 .values(tokens=func.least(cap, upstreams_t.c.tokens + unused)))
+            if plan.budgets:
+                claimed = self._settle(conn, plan, claimed, now)
             return claimed
+
+    def _settle(self, conn: Connection, plan: _Plan, claimed: list[ClaimedJob],
+                now: float) -> list[ClaimedJob]:
+        """Hold the claim to the limits exactly, under the limited rows' lock."""
+        limited = sorted(plan.budgets)
+        rows = _read_rows(conn, limited, True, self.db.is_postgres)
+        running: dict[str, int] | None = None
+        reverted: list[ClaimedJob] = []
+        for name in limited:
+            row = rows.get(name)
+            if row is None:
+                continue
+            self._cache[name] = row
+            lim = self.policy.limits.get(name, Limit())
+            rate = self._limit_rate(name, row)
+            mine = [j for j in claimed if name in self.by_type.get(j.job_type, ())]
+            allowed = len(mine)
+            have = 0.0
+            if rate is not None:
+                cap = max(1.0, rate * BURST_SECONDS)
+                have = cap if row.tokens is None or row.tokens_at is None else min(
+                    cap, row.tokens + max(0.0, now - row.tokens_at) * rate)
+                allowed = min(allowed, int(have))
+            if lim.max_in_flight is not None:
+                if running is None:  # after the lock: every other claim is committed
+                    running = _running_by_type(conn)
+                calling = {t for t, ups in self.by_type.items() if name in ups}
+                total = sum(running.get(t, 0) for t in calling) - sum(
+                    1 for j in reverted if j.job_type in calling)
+                allowed = min(allowed, lim.max_in_flight - (total - len(mine)))
+            allowed = max(0, allowed)
+            if allowed < len(mine):
+                # Give back the newest claims, never a probe.
+                keep = sorted(mine, key=lambda j: (j.id not in self.probes, j.id))[:allowed]
+                excess = [j for j in mine if j not in keep]
+                _unclaim(conn, self.worker_id, excess, now)
+                reverted += excess
+                gone = {j.id for j in excess}
+                claimed = [j for j in claimed if j.id not in gone]
+                mine = keep
+            if rate is not None:
+                _set(conn, name, tokens=have - len(mine), tokens_at=now)
+                row.tokens, row.tokens_at = have - len(mine), now
+        return claimed
 
     def _plan(self, conn: Connection, rows: dict[str, Row], now: float, limit: int,
               job_types: Sequence[str], guarded: list[str]) -> _Plan:
@@ -387,6 +452,7 @@ class Protection:
                     plan.probe_due.append(name)
         plan.guarded = guarded
         plan.admitted = [t for t in guarded if not plan.blocked.intersection(self.by_type[t])]
+        running: dict[str, int] | None = None
         for name in sorted({u for t in plan.admitted for u in self.by_type[t]}):
             urow = rows.get(name)
             if urow is None:
@@ -401,12 +467,11 @@ class Protection:
                 plan.buckets[name] = (have, cap)
                 budget = min(budget, int(have))
             if lim.max_in_flight is not None:
+                if running is None:  # an estimate (unlocked); the settle is exact
+                    running = _running_by_type(conn)
                 calling = [t for t, ups in self.by_type.items() if name in ups]
-                running = conn.execute(
-                    select(func.count()).select_from(jobs_t)
-                    .where(jobs_t.c.status == JobStatus.RUNNING,
-                           jobs_t.c.job_type.in_(calling))).scalar() or 0
-                budget = min(budget, lim.max_in_flight - int(running))
+                budget = min(budget, lim.max_in_flight - sum(running.get(t, 0)
+                                                             for t in calling))
             if rate is not None or lim.max_in_flight is not None:
                 plan.budgets[name] = max(0, budget)
         return plan
@@ -529,6 +594,8 @@ class Protection:
         for o in todo:
             by_name[o.upstream].append(o)
         with self.db.write() as conn:
+            if self.db.is_postgres:
+                _soft(conn)
             rows = _read_rows(conn, sorted(by_name), True, self.db.is_postgres)
             for name, obs in by_name.items():
                 row = rows.get(name)

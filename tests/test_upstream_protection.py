@@ -304,3 +304,21 @@ def test_limits_from_settings_and_environment() -> None:
         limits_from(load_settings(), {"SYNCBRIDGE_UPSTREAM_CRM_RATE": "0"})
     with pytest.raises(SettingsError, match="SYNCBRIDGE_UPSTREAM_LIMITS: not JSON"):
         limits_from(load_settings(upstream_limits="{"), {})
+
+
+def test_a_stale_estimate_is_settled_exactly(db: Database, now: list[float]) -> None:
+    """A worker whose view of the bucket is a moment old claims on it, then gives back
+    (in the same transaction) what the bucket no longer holds: never a token too many."""
+    a = make(db, "wa", limits={"crm": Limit(rate=40, max_in_flight=12)})
+    b = make(db, "wb", limits={"crm": Limit(rate=40, max_in_flight=12)})
+    enqueue(db, "invoice", 30)
+    assert len(claim(b, 1)) == 1  # b now believes 9 tokens are left
+    assert len(claim(a)) == 9
+    assert claim(b) == []  # it claimed 9 on its stale view; the settle gave all 9 back
+    with db.read() as conn:
+        pending = conn.execute(select(jobs_t.c.lease_token, jobs_t.c.attempt_count,
+                                      jobs_t.c.lease_owner)
+                               .where(jobs_t.c.status == "pending")).all()
+    assert len(pending) == 20 and {tuple(r) for r in pending} == {(0, 0, None)}
+    now[0] += 1.0  # a full bucket again (10), but only 2 more may run (12 in flight)
+    assert len(claim(b)) == 2
