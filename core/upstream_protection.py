@@ -41,7 +41,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sqlalchemy import Connection, func, select, text, update
+from sqlalchemy import Connection, case, func, select, text, update
 
 from core import clock, leases
 from core.config import Settings, SettingsError
@@ -253,6 +253,21 @@ def _soft(conn: Connection) -> None:
     conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
 
 
+def _take_tokens(conn: Connection, name: str, n: int, rate: float, now: float) -> float:
+    """Refill upstream `name`'s bucket to `now` and take `n` tokens in one statement (its
+    row stays locked until the commit); returns what is left, negative when `n` was more
+    than the bucket held."""
+    cap = max(1.0, rate * BURST_SECONDS)
+    c = upstreams_t.c
+    elapsed = now - func.coalesce(c.tokens_at, now)
+    refilled = func.coalesce(c.tokens, cap) + case((elapsed > 0, elapsed), else_=0.0) * rate
+    avail = case((refilled > cap, cap), else_=refilled)
+    left = conn.execute(update(upstreams_t).where(c.name == name)
+                        .values(tokens=avail - n, tokens_at=now, updated_at=now)
+                        .returning(c.tokens)).scalar()
+    return float(left if left is not None else 0.0)
+
+
 def _running_by_type(conn: Connection) -> dict[str, int]:
     """Running jobs by type. By status alone: running jobs are few (the fleet's concurrency)
     and the (status, id) index finds them; a filter on the type could make the planner
@@ -329,6 +344,7 @@ class Protection:
         self._cache: dict[str, Row] = {}
         self._cache_at = -math.inf
         self.probes: dict[int, str] = {}  # job id -> upstream it probes (this worker's)
+        self._room: dict[str, int] = {}  # upstream -> in-flight room left at the last settle
         self._ready = False
 
     @property
@@ -397,46 +413,48 @@ class Protection:
 
     def _settle(self, conn: Connection, plan: _Plan, claimed: list[ClaimedJob],
                 now: float) -> list[ClaimedJob]:
-        """Hold the claim to the limits exactly, under the limited rows' lock."""
-        limited = sorted(plan.budgets)
-        rows = _read_rows(conn, limited, True, self.db.is_postgres)
+        """Hold the claim to the limits exactly. Per limited upstream, in name order: take
+        the tokens with one UPDATE … RETURNING (which also locks the row until the
+        commit), count what runs once the row is locked (every other claim that got the
+        lock first is committed by then), and give back (unclaim) the newest claims beyond
+        either limit, with their tokens."""
         running: dict[str, int] | None = None
         reverted: list[ClaimedJob] = []
-        for name in limited:
-            row = rows.get(name)
-            if row is None:
-                continue
-            self._cache[name] = row
+        for name in sorted(plan.budgets):
             lim = self.policy.limits.get(name, Limit())
-            rate = self._limit_rate(name, row)
+            cached = self._cache.get(name)
+            rate = self._limit_rate(name, cached) if cached is not None else lim.rate
             mine = [j for j in claimed if name in self.by_type.get(j.job_type, ())]
-            allowed = len(mine)
-            have = 0.0
+            excess = 0
+            tokens: float | None = None
             if rate is not None:
-                cap = max(1.0, rate * BURST_SECONDS)
-                have = cap if row.tokens is None or row.tokens_at is None else min(
-                    cap, row.tokens + max(0.0, now - row.tokens_at) * rate)
-                allowed = min(allowed, int(have))
+                tokens = _take_tokens(conn, name, len(mine), rate, now)
+                if tokens < 0:
+                    excess = min(len(mine), math.ceil(-tokens - 1e-9))
+            else:  # the lock alone (SQLite's write lock is held already)
+                q = select(upstreams_t.c.name).where(upstreams_t.c.name == name)
+                conn.execute(q.with_for_update() if self.db.is_postgres else q)
             if lim.max_in_flight is not None:
-                if running is None:  # after the lock: every other claim is committed
+                if running is None:
                     running = _running_by_type(conn)
                 calling = {t for t, ups in self.by_type.items() if name in ups}
                 total = sum(running.get(t, 0) for t in calling) - sum(
                     1 for j in reverted if j.job_type in calling)
-                allowed = min(allowed, lim.max_in_flight - (total - len(mine)))
-            allowed = max(0, allowed)
-            if allowed < len(mine):
+                excess = max(excess, min(len(mine), total - lim.max_in_flight))
+                self._room[name] = lim.max_in_flight - (total - max(0, excess))
+            if excess > 0:
                 # Give back the newest claims, never a probe.
-                keep = sorted(mine, key=lambda j: (j.id not in self.probes, j.id))[:allowed]
-                excess = [j for j in mine if j not in keep]
-                _unclaim(conn, self.worker_id, excess, now)
-                reverted += excess
-                gone = {j.id for j in excess}
-                claimed = [j for j in claimed if j.id not in gone]
-                mine = keep
-            if rate is not None:
-                _set(conn, name, tokens=have - len(mine), tokens_at=now)
-                row.tokens, row.tokens_at = have - len(mine), now
+                order = sorted(mine, key=lambda j: (j.id in self.probes, -j.id))
+                gone = order[:excess]
+                _unclaim(conn, self.worker_id, gone, now)
+                reverted += gone
+                ids = {j.id for j in gone}
+                claimed = [j for j in claimed if j.id not in ids]
+                if tokens is not None:
+                    tokens += len(gone)
+                    _set(conn, name, tokens=tokens)
+            if tokens is not None and cached is not None:
+                cached.tokens, cached.tokens_at = tokens, now
         return claimed
 
     def _plan(self, conn: Connection, rows: dict[str, Row], now: float, limit: int,
@@ -467,11 +485,15 @@ class Protection:
                 plan.buckets[name] = (have, cap)
                 budget = min(budget, int(have))
             if lim.max_in_flight is not None:
-                if running is None:  # an estimate (unlocked); the settle is exact
-                    running = _running_by_type(conn)
-                calling = [t for t, ups in self.by_type.items() if name in ups]
-                budget = min(budget, lim.max_in_flight - sum(running.get(t, 0)
-                                                             for t in calling))
+                room = self._room.get(name)
+                if room is None or room < limit:
+                    # Near the limit: count (unlocked, an estimate; the settle is exact).
+                    # With room to spare at the last settle, claims only free more of it.
+                    if running is None:
+                        running = _running_by_type(conn)
+                    calling = [t for t, ups in self.by_type.items() if name in ups]
+                    room = lim.max_in_flight - sum(running.get(t, 0) for t in calling)
+                budget = min(budget, room)
             if rate is not None or lim.max_in_flight is not None:
                 plan.budgets[name] = max(0, budget)
         return plan
