@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import tempfile
 import time
@@ -31,7 +32,8 @@ from bench.common import Control, Workers, fresh_pg, fresh_sqlite, median, wait_
 
 MODES = ("off", "none", "unlimited", "limits")
 UPSTREAM = "bench_up"
-LIMITS = '{"bench_up": {"rate": 1000000, "max_in_flight": 1000000}}'
+LIMITS = os.environ.get("BENCH_PROTECT_LIMITS",
+                        '{"bench_up": {"rate": 1000000, "max_in_flight": 1000000}}')
 FLEET = {"pg": {"concurrency": 256, "poll": 0.5}, "sqlite": {"concurrency": 256, "poll": 0.05}}
 PROCS = 2
 

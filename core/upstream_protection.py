@@ -41,11 +41,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sqlalchemy import Connection, case, func, select, text, update
+from sqlalchemy import Connection, func, select, text, update
 
 from core import clock, leases
 from core.config import Settings, SettingsError
-from core.db import Database
+from core.db import Database, raw_connection
 from core.errors import InvalidInput
 from core.logging import get_logger
 from core.models import audit_t, jobs_t, upstreams_t
@@ -253,28 +253,34 @@ def _soft(conn: Connection) -> None:
     conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
 
 
-def _take_tokens(conn: Connection, name: str, n: int, rate: float, now: float) -> float:
+_TAKE_SQL = {  # driver SQL: a fixed, prepared statement on the claim's hot path
+    True: "UPDATE sync_upstreams SET tokens = LEAST(%(cap)s, COALESCE(tokens, %(cap)s) "
+          "+ GREATEST(0, %(now)s - COALESCE(tokens_at, %(now)s)) * %(rate)s) - %(n)s, "
+          "tokens_at = %(now)s, updated_at = %(now)s WHERE name = %(name)s RETURNING tokens",
+    False: "UPDATE sync_upstreams SET tokens = min(:cap, COALESCE(tokens, :cap) "
+           "+ max(0, :now - COALESCE(tokens_at, :now)) * :rate) - :n, "
+           "tokens_at = :now, updated_at = :now WHERE name = :name RETURNING tokens",
+}
+_RUNNING_SQL = ("SELECT job_type, count(*) FROM sync_jobs WHERE status = 'running' "
+                "GROUP BY job_type")
+
+
+def _take_tokens(conn: Connection, name: str, n: int, rate: float, now: float,
+                 is_postgres: bool) -> float:
     """Refill upstream `name`'s bucket to `now` and take `n` tokens in one statement (its
     row stays locked until the commit); returns what is left, negative when `n` was more
     than the bucket held."""
     cap = max(1.0, rate * BURST_SECONDS)
-    c = upstreams_t.c
-    elapsed = now - func.coalesce(c.tokens_at, now)
-    refilled = func.coalesce(c.tokens, cap) + case((elapsed > 0, elapsed), else_=0.0) * rate
-    avail = case((refilled > cap, cap), else_=refilled)
-    left = conn.execute(update(upstreams_t).where(c.name == name)
-                        .values(tokens=avail - n, tokens_at=now, updated_at=now)
-                        .returning(c.tokens)).scalar()
-    return float(left if left is not None else 0.0)
+    row = raw_connection(conn).execute(_TAKE_SQL[is_postgres], {
+        "cap": cap, "now": now, "rate": rate, "n": n, "name": name}).fetchone()
+    return float(row[0]) if row is not None and row[0] is not None else 0.0
 
 
 def _running_by_type(conn: Connection) -> dict[str, int]:
     """Running jobs by type. By status alone: running jobs are few (the fleet's concurrency)
     and the (status, id) index finds them; a filter on the type could make the planner
     walk every job of the type instead."""
-    return {t: int(n) for t, n in conn.execute(
-        select(jobs_t.c.job_type, func.count())
-        .where(jobs_t.c.status == JobStatus.RUNNING).group_by(jobs_t.c.job_type))}
+    return {str(t): int(n) for t, n in raw_connection(conn).execute(_RUNNING_SQL).fetchall()}
 
 
 def _unclaim(conn: Connection, worker_id: str, jobs: Sequence[ClaimedJob], now: float) -> None:
@@ -428,7 +434,7 @@ class Protection:
             excess = 0
             tokens: float | None = None
             if rate is not None:
-                tokens = _take_tokens(conn, name, len(mine), rate, now)
+                tokens = _take_tokens(conn, name, len(mine), rate, now, self.db.is_postgres)
                 if tokens < 0:
                     excess = min(len(mine), math.ceil(-tokens - 1e-9))
             else:  # the lock alone (SQLite's write lock is held already)
