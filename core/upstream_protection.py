@@ -6,18 +6,23 @@ transaction), so a job whose upstream is paused, open or at its limit stays `pen
 attempt is opened and no budget is spent. A job type that calls several upstreams is held
 back by any of them.
 
-Admission, per claim:
-  1. Read the rows of the upstreams this worker's job types call (one small query; cached
-     for `STATE_TTL` seconds when no limit is configured, locked `FOR UPDATE` when one is).
+Admission, per claim (one transaction, the claim's own):
+  1. The rows of the upstreams this worker's job types call, as read at most `STATE_TTL`
+     seconds ago (else read again, unlocked). When none is paused, open, limited or
+     adaptive, the claim is the plain `leases.claim`.
   2. Drop the types whose upstream is paused (`paused_until`), open, or half-open with its
      probe out. An open breaker whose cool-down has passed (or a half-open one whose probe
      lease expired) gives exactly one probe: the worker that wins the conditional UPDATE of
      the row claims one job for it and holds the probe lease.
-  3. For each limited upstream: refill its token bucket (rate limit) and count the running
-     jobs of the types calling it (max in flight); its budget is the smaller of the two.
+  3. Estimate each limited upstream's budget: its token bucket as last read (rate limit)
+     and the room under its max in flight (counted only when the last settle left little).
   4. Claim, in `next_run_at` order, per group of types sharing the same limited upstreams,
      at most the group's budget; then the unlimited types with what is left.
-  5. Write the buckets back minus what was claimed (unused tokens are never taken).
+  5. Settle, per limited upstream in name order: one `UPDATE … RETURNING` refills the
+     bucket, takes the tokens claimed and locks the row until the commit; the running jobs
+     are counted after the lock (every claim that locked it first is committed by then);
+     claims beyond either limit are unclaimed in this same transaction (nobody saw them)
+     and their tokens given back. The rows are locked only from the settle to the commit.
 
 After each batch of completions the worker reports what its attempts saw
 (`Protection.record`): a retryable failure (timeout, connection error, 5xx) counts toward

@@ -368,6 +368,10 @@ class Worker:
                                      note="not claiming until the heartbeat is written")
                 self._heartbeat_ok = False
             await self._renew()
+            for job_id in [j for j in self.protection.probes if j not in self._held]:
+                # A probe whose lease this worker lost (canceled, expired): stop renewing
+                # its probe lease, so another probe can run once it expires.
+                self.protection.forget_probe(job_id)
             if self.protection.probes:
                 try:
                     await self._db(self.protection.renew_probes, self.settings.lease_seconds)
