@@ -356,6 +356,22 @@ class Protection:
         self._cache_at = -math.inf
         self.probes: dict[int, str] = {}  # job id -> upstream it probes (this worker's)
         self._room: dict[str, int] = {}  # upstream -> in-flight room left at the last settle
+        # Upstreams this worker saw fail (or 429) in attempts whose report is not written
+        # yet: it claims nothing for them until it is, so a fast-failing upstream (refused
+        # connections) is not hit again and again before the breaker can open.
+        self.local_holds: dict[str, int] = {}
+
+    def hold_locally(self, upstream: str) -> None:
+        """An attempt just saw `upstream` fail: hold it here until that is recorded."""
+        self.local_holds[upstream] = self.local_holds.get(upstream, 0) + 1
+        self._cache_at = -math.inf  # and read the fleet's view at the next claim
+
+    def release_local(self, upstream: str) -> None:
+        left = self.local_holds.get(upstream, 0) - 1
+        if left > 0:
+            self.local_holds[upstream] = left
+        else:
+            self.local_holds.pop(upstream, None)
         self._ready = False
 
     @property
@@ -386,7 +402,7 @@ class Protection:
                                 job_types=job_types)
         now = clock.now()
         names = sorted({u for t in guarded for u in self.by_type[t]})
-        fresh = now - self._cache_at < STATE_TTL
+        fresh = now - self._cache_at < STATE_TTL and not self.local_holds
         cached_limited = any(self._limit_rate(n, r) is not None for n, r in self._cache.items())
         if (fresh and not self.policy.limits and not cached_limited
                 and all(r.state == CLOSED and not r.paused(now) and not r.failures
@@ -400,8 +416,9 @@ class Protection:
             with self.db.read() as conn:
                 rows = _read_rows(conn, names, False, self.db.is_postgres)
             self._cache, self._cache_at = rows, now
-            if all(r.state == CLOSED and not r.paused(now) and r.rate is None
-                   for r in rows.values()):
+            if not self.local_holds and all(
+                    r.state == CLOSED and not r.paused(now) and r.rate is None
+                    for r in rows.values()):
                 return leases.claim(self.db, worker_id, limit, lease_seconds=lease_seconds,
                                     job_types=job_types)
         # Claim optimistically on budgets estimated from the rows as last read (at most
@@ -472,6 +489,7 @@ class Protection:
               job_types: Sequence[str], guarded: list[str]) -> _Plan:
         """Which types may be claimed, each limited upstream's budget, the probes due."""
         plan = _Plan(limit=limit, unguarded=[t for t in job_types if t not in self.by_type])
+        plan.blocked.update(u for u in list(self.local_holds) if u in rows)
         for name, row in rows.items():
             if row.paused(now):
                 plan.blocked.add(name)

@@ -275,6 +275,9 @@ class Worker:
             self._tasks.pop(job.id, None)
             if self._wake is not None:
                 self._wake.set()
+        if (completion.upstream is not None and self.protection.enabled
+                and completion.upstream_signal in ("failure", "rate_limited")):
+            self.protection.hold_locally(completion.upstream)  # until _observe reports it
         self._completing.add(job.id)
         self._pending.append(completion)
         assert self._flush_wake is not None
@@ -321,6 +324,17 @@ class Worker:
         """Tell the fleet's upstream state what these attempts saw (breaker, pause, rate)."""
         protection = self.protection
         observations: list[Observation] = []
+        held = [c.upstream for c in batch if c.upstream is not None
+                and c.upstream_signal in ("failure", "rate_limited")]
+        try:
+            await self._report(batch, applied, observations)
+        finally:
+            for upstream in held:
+                protection.release_local(upstream)
+
+    async def _report(self, batch: list[Completion], applied: list[bool],
+                      observations: list[Observation]) -> None:
+        protection = self.protection
         for c, ok in zip(batch, applied, strict=True):
             if not ok or c.job_type is None:
                 protection.forget_probe(c.job_id)
