@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: run test lint screenshots bench clean setup
+.PHONY: run test test-fast lint typecheck contracts screenshots bench clean setup
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,14 +17,24 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/syncbridge
+	$(BIN)/syncbridge --demo
 
-test: $(STAMP)
-	$(BIN)/ruff check core syncbridge_tui tests bench
+# The whole suite: what .ci/run runs.
+test: lint typecheck contracts
 	$(BIN)/python -m pytest -q
+
+# The edit loop: the same checks, every test but the slow reliability suite.
+test-fast: lint typecheck contracts
+	$(BIN)/python -m pytest -q --ignore=tests/reliability
 
 lint: $(STAMP)
 	$(BIN)/ruff check core syncbridge_tui tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy --strict core syncbridge_tui
+
+contracts: $(STAMP)
+	$(BIN)/lint-imports
 
 screenshots: $(STAMP)
 	$(BIN)/python -m syncbridge_tui.screenshots screenshots

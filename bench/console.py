@@ -229,12 +229,12 @@ async def drive_console(url: str, concurrency: int, worker: bool = True) -> dict
 
     from bench import jobs as bench_jobs
     from core.config import load_settings
-    from core.handlers import registry as builtin
+    from core.demo import registry as builtin
     from syncbridge_tui.app import ConsoleOptions, create_app
 
     registry = builtin.copy()
     registry.register(bench_jobs.NOOP, bench_jobs.noop)
-    settings = load_settings(database_url=url, concurrency=concurrency)
+    settings = load_settings(database_url=url, concurrency=concurrency, demo=True)
     out: dict[str, Any] = {}
     t0 = time.perf_counter()
     app = create_app(settings, ConsoleOptions(keymap={}, concurrency=concurrency,

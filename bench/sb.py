@@ -101,11 +101,11 @@ async def worker(cfg: dict[str, Any], ctl: Control) -> dict[str, Any]:
     settings = load_settings(
         database_url=sa_url(cfg["target"]), concurrency=cfg["concurrency"],
         poll_seconds=cfg.get("poll", 0.2), job_backoff_seconds_base=0.0,
-        job_backoff_seconds_cap=0.0, lease_seconds=30)
+        job_backoff_seconds_cap=0.0, lease_seconds=30, demo=bool(cfg.get("customer")))
     db = _open(cfg["target"])
     registry = jobs.registry
     if cfg.get("customer"):  # the built-in customer job, against the in-process mock
-        from core.handlers import registry as builtin
+        from core.demo import registry as builtin
 
         registry = builtin
     w = Worker(db, settings, registry=registry, start_paused=True)

@@ -44,7 +44,8 @@ def _result_json(c: Completion) -> str | None:
 # Which job columns a completion writes depends on its outcome: success sets the result and
 # finished_at; retry sets next_run_at and last_error*; dead sets finished_at, last_error* and
 # dead_error*; failed sets finished_at and last_error*. The attempt row is inserted by the
-# same statement, for the jobs whose fence held.
+# same statement, for the jobs whose fence held, with the attempt's own outcome when it has
+# one (`timeout`, whose job still goes to retry or dead), else the completion's.
 
 # The job status each outcome leads to, as SQL (from _STATUS_FOR).
 _STATUS_CASES = " ".join(f"WHEN '{o}' THEN '{st}'" for o, st in _STATUS_FOR.items())
@@ -54,8 +55,8 @@ WITH v AS (
     SELECT * FROM unnest(%(id)b::int[], %(tok)b::int[], %(outcome)b::text[], %(fin)b::float8[],
                          %(dur)b::float8[], %(http)b::int[], %(res)b::text[],
                          %(err_t)b::text[], %(err_m)b::text[], %(nxt)b::float8[],
-                         %(started)b::float8[])
-        AS v(id, tok, outcome, fin, dur, http, res, err_t, err_m, nxt, started)
+                         %(started)b::float8[], %(aout)b::text[])
+        AS v(id, tok, outcome, fin, dur, http, res, err_t, err_m, nxt, started, aout)
 ), done AS (
     UPDATE sync_jobs AS j SET
         status = CASE v.outcome {_STATUS_CASES} END,
@@ -75,7 +76,8 @@ WITH v AS (
     INSERT INTO sync_job_attempts AS a (job_id, number, worker_id, started_at, finished_at,
                                         duration_ms, outcome, error_type, error_message,
                                         http_status)
-    SELECT v.id, v.tok, %(wid)s, v.started, v.fin, v.dur, v.outcome, v.err_t, v.err_m, v.http
+    SELECT v.id, v.tok, %(wid)s, v.started, v.fin, v.dur, COALESCE(v.aout, v.outcome), v.err_t,
+           v.err_m, v.http
     FROM v JOIN done ON done.id = v.id
     ON CONFLICT (job_id, number) DO UPDATE SET
         outcome = excluded.outcome, finished_at = excluded.finished_at,
@@ -125,6 +127,7 @@ def complete_rows(conn: Connection, is_postgres: bool,
                 "err_m": [c.error_message for c in group],
                 "nxt": [c.next_run_at for c in group],
                 "started": [c.started_at for c in group],
+                "aout": [c.attempt_outcome for c in group],
             }
             applied_ids.update(r[0] for r in raw.execute(_PG_COMPLETE, params).fetchall())
     else:
@@ -146,8 +149,9 @@ def complete_rows(conn: Connection, is_postgres: bool,
                 for c in held])
             if cur.rowcount != len(held):  # pragma: no cover - a duplicate in the batch
                 raise RuntimeError("completion batch changed under the write lock")
-            close_attempts(conn, False, [_ended(c, c.outcome, c.error_type, c.error_message)
-                                         for c in held])
+            close_attempts(conn, False, [
+                _ended(c, c.attempt_outcome or c.outcome, c.error_type, c.error_message)
+                for c in held])
     applied = [c.job_id in applied_ids for c in completions]
     close_attempts(conn, is_postgres, [
         _ended(c, AttemptOutcome.LEASE_LOST, "LeaseLost",

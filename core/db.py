@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
@@ -28,13 +29,14 @@ MIN_POOL_SIZE = WORKER_DB_THREADS + 1
 MAX_POOL_SIZE = 32
 
 
-_DRIVER_OPERATIONAL: tuple[type[Exception], ...] = (sqlite3.OperationalError,)
-try:
-    import psycopg
-
-    _DRIVER_OPERATIONAL += (psycopg.OperationalError,)
-except ImportError:  # pragma: no cover - psycopg is a dependency
-    pass
+def _driver_operational(exc: BaseException) -> bool:
+    """A driver's own connection-level error. psycopg is looked up, not imported: a process
+    that never opened PostgreSQL (the command line on SQLite) never pays for importing it,
+    and cannot have one of its errors."""
+    if isinstance(exc, sqlite3.OperationalError):
+        return True
+    psycopg = sys.modules.get("psycopg")
+    return psycopg is not None and isinstance(exc, psycopg.OperationalError)
 
 
 class DatabaseError(RuntimeError):
@@ -167,14 +169,16 @@ def wrap_errors() -> Iterator[None]:
         yield
     except OperationalError as exc:
         raise DatabaseError(f"database error: {one_line(exc.orig or exc)}") from exc
-    except _DRIVER_OPERATIONAL as exc:
-        # Raised by driver SQL run on the raw connection (raw_connection), which SQLAlchemy
-        # does not wrap: a lost connection, a locked file.
-        raise DatabaseError(f"database error: {one_line(exc)}") from exc
     except DBAPIError as exc:
         if exc.connection_invalidated:
             raise DatabaseError(f"database connection lost: {one_line(exc.orig or exc)}") from exc
         raise
+    except Exception as exc:
+        if not _driver_operational(exc):
+            raise
+        # Raised by driver SQL run on the raw connection (raw_connection), which SQLAlchemy
+        # does not wrap: a lost connection, a locked file.
+        raise DatabaseError(f"database error: {one_line(exc)}") from exc
 
 
 class LocalWakeup:

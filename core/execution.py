@@ -10,7 +10,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from core import clock
 from core.handlers import Handler, JobContext
-from core.integrations.errors import SyncError, UpstreamRateLimited
+from core.integrations.errors import RetryLater, SyncError, UpstreamRateLimited
 from core.records import ClaimedJob, Completion
 from core.retry_policy import Backoff, retry_or_dead
 from core.statuses import AttemptOutcome
@@ -19,35 +19,56 @@ MAX_ERROR_CHARS = 2000
 
 
 async def execute(job: ClaimedJob, handler: Handler | None, ctx: JobContext,
-                  backoff: Backoff, worker_id: str) -> Completion:
+                  backoff: Backoff, worker_id: str, *,
+                  retry_on: tuple[type[BaseException], ...] = (),
+                  timeout: float | None = None) -> Completion:
+    """Run one attempt. `retry_on`: exception classes retried though not a SyncError;
+    `timeout`: seconds after which the handler is cancelled and the attempt ends `timeout`
+    (retryable: the job goes to retry or dead like any retryable error)."""
     started_at = clock.now()
     t0 = time.perf_counter()
     http_status: int | None = None
     retry_after: float | None = None
     upstream: str | None = None
     signal: str | None = None
+    attempt_outcome: AttemptOutcome | None = None
     outcome: AttemptOutcome
+    deadline = asyncio.timeout(timeout)
     try:
         if handler is None:
             raise LookupError(f"no handler registered for job type {job.job_type!r}")
-        result = await handler(ctx)
-        if result is not None and not isinstance(result, dict):
-            result = {"value": result}
+        # Typed to return a dict or None, a user's handler may still return anything.
+        async with deadline:
+            returned: object = await handler(ctx)
+        result = (returned if returned is None or isinstance(returned, dict)
+                  else {"value": returned})
         outcome, error_type, message = AttemptOutcome.SUCCESS, None, None
         signal = "ok"
     except asyncio.CancelledError:
         raise
+    except TimeoutError as exc:
+        result = None
+        if deadline.expired():
+            attempt_outcome = AttemptOutcome.TIMEOUT
+            error_type = "Timeout"
+            message = f"handler ran past its {timeout:g}s timeout; cancelled"
+            outcome = AttemptOutcome.RETRY
+        else:  # the handler's own TimeoutError: like any exception
+            error_type, message = type(exc).__name__, str(exc) or type(exc).__name__
+            outcome = (AttemptOutcome.RETRY if isinstance(exc, retry_on)
+                       else AttemptOutcome.FAILED)
     except SyncError as exc:
         result = None
         http_status = exc.http_status
         error_type, message = exc.error_type, exc.message
-        retry_after = exc.retry_after
+        retry_after = exc.retry_in if isinstance(exc, RetryLater) else exc.retry_after
         upstream = exc.upstream
         if isinstance(exc, UpstreamRateLimited) or (http_status == 503 and retry_after):
             signal = "rate_limited"  # the upstream asked to be left alone: a pause
         else:
             signal = "failure" if exc.retryable else "alive"
-        outcome = AttemptOutcome.RETRY if exc.retryable else AttemptOutcome.FAILED
+        outcome = (AttemptOutcome.RETRY if exc.retryable or isinstance(exc, retry_on)
+                   else AttemptOutcome.FAILED)
     except PydanticValidationError as exc:
         result = None
         error_type, message = "ValidationError", str(exc).splitlines()[0]
@@ -55,7 +76,7 @@ async def execute(job: ClaimedJob, handler: Handler | None, ctx: JobContext,
     except Exception as exc:  # a bug in a handler fails its job, never the worker
         result = None
         error_type, message = type(exc).__name__, str(exc) or type(exc).__name__
-        outcome = AttemptOutcome.FAILED
+        outcome = AttemptOutcome.RETRY if isinstance(exc, retry_on) else AttemptOutcome.FAILED
     duration_ms = (time.perf_counter() - t0) * 1000.0
     finished_at = clock.now()
     next_run_at = None
@@ -70,6 +91,7 @@ async def execute(job: ClaimedJob, handler: Handler | None, ctx: JobContext,
         started_at=started_at, finished_at=finished_at, duration_ms=duration_ms,
         result=result, error_type=error_type, error_message=message,
         http_status=http_status, next_run_at=next_run_at, correlation_id=job.correlation_id,
+        attempt_outcome=attempt_outcome,
         job_type=job.job_type, upstream=upstream, upstream_signal=signal,
         retry_after=retry_after,
     )

@@ -30,6 +30,8 @@ from core.records import ClaimedJob
 from core.retry_policy import Backoff, retry_or_dead
 from core.statuses import AttemptOutcome, JobStatus
 
+_NO_BACKOFF = Backoff(0.0, 0.0)
+
 # --- the fence --------------------------------------------------------------------------------
 
 
@@ -207,9 +209,11 @@ def release(db: Database, worker_id: str, held: Mapping[int, int]) -> int:
 
 
 def recover_expired(
-    db: Database, *, backoff: Backoff | None = None, limit: int = 200
+    db: Database, *, backoff: Backoff | None = None, limit: int = 200,
+    backoffs: Mapping[str, Backoff] | None = None,
 ) -> list[tuple[int, str]]:
     """Return expired leases to the queue (or the dead letters when the budget is spent).
+    `backoffs`: a job type's own backoff (its policy), else `backoff`.
 
     The abandoned attempt is closed as `lease_expired` and counts against the budget
     (core.retry_policy.retry_or_dead), so a job that kills its worker every time ends
@@ -221,7 +225,8 @@ def recover_expired(
     # every lease renewal into a non-HOT update on PostgreSQL.
     candidates = (
         select(jobs_t.c.id, jobs_t.c.lease_token, jobs_t.c.attempt_count,
-               jobs_t.c.max_attempts, jobs_t.c.lease_owner, jobs_t.c.lease_acquired_at)
+               jobs_t.c.max_attempts, jobs_t.c.lease_owner, jobs_t.c.lease_acquired_at,
+               jobs_t.c.job_type)
         .where(jobs_t.c.status == JobStatus.RUNNING, jobs_t.c.lease_expires_at < now)
         .order_by(jobs_t.c.id)
         .limit(limit)
@@ -231,14 +236,16 @@ def recover_expired(
     recovered: list[tuple[int, str]] = []
     closed: list[EndedAttempt] = []
     with db.write() as conn:
-        for job_id, token, count, max_attempts, owner, started in conn.execute(candidates):
+        for job_id, token, count, max_attempts, owner, started, job_type in conn.execute(
+                candidates):
             message = f"lease expired: worker {owner} stopped renewing it"
             values: dict[str, Any]
             if retry_or_dead(count, max_attempts) == AttemptOutcome.DEAD:
                 values = dict(status=JobStatus.DEAD, finished_at=now, dead_error=message,
                               dead_error_type="LeaseExpired")
             else:
-                delay = backoff(count) if backoff else 0.0
+                own = backoffs.get(job_type) if backoffs else None
+                delay = (own or backoff or _NO_BACKOFF)(count)
                 values = dict(status=JobStatus.PENDING, next_run_at=now + delay)
             res = conn.execute(
                 update(jobs_t)

@@ -1,5 +1,11 @@
 """structlog configuration: JSON lines, correlation ids bound per job, optional in-process
-sinks (the console's log pane subscribes to one)."""
+sinks (the console's log pane subscribes to one).
+
+Used as a library, SyncBridge writes no log line until logging is configured: `configure()`
+(the CLI, the console and `serve` call it) or `configure_library()` for an application's own
+setup. Until then `get_logger` hands out a logger that drops everything, and structlog
+(which imports rich when rich is installed) is not imported at all.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +15,33 @@ import threading
 from collections.abc import Callable, MutableMapping
 from typing import Any, TextIO
 
-import structlog
-
 Sink = Callable[[MutableMapping[str, Any]], None]
 _sinks: list[Sink] = []
 _sinks_lock = threading.Lock()
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
+_configured = False
+
+
+class _NullLogger:
+    """What get_logger gives before logging is configured: every call does nothing."""
+
+    def bind(self, **_kw: Any) -> _NullLogger:
+        return self
+
+    def is_enabled_for(self, _level: int) -> bool:
+        return False
+
+    def _drop(self, *_args: Any, **_kw: Any) -> None:
+        return None
+
+    debug = info = warning = error = exception = critical = msg = _drop
+
+
+_NULL = _NullLogger()
+
+
+def is_configured() -> bool:
+    return _configured
 
 
 def one_line(exc: BaseException) -> str:
@@ -52,6 +79,9 @@ def configure(*, level: str = "info", stream: TextIO | None = None,
               log_file: str | None = None, quiet: bool = False) -> None:
     """JSON lines to `log_file` if given, else to `stream` (stderr); `quiet` writes nowhere
     (sinks still receive events)."""
+    import structlog
+
+    global _configured
     if log_file:
         out: TextIO | None = open(log_file, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
     elif quiet:
@@ -76,6 +106,7 @@ def configure(*, level: str = "info", stream: TextIO | None = None,
         logger_factory=factory,
         cache_logger_on_first_use=False,
     )
+    _configured = True
 
 
 def _drop(_logger: Any, _method: str, _event: MutableMapping[str, Any]) -> str:
@@ -83,4 +114,8 @@ def _drop(_logger: Any, _method: str, _event: MutableMapping[str, Any]) -> str:
 
 
 def get_logger(**bound: Any) -> Any:
+    if not _configured:
+        return _NULL
+    import structlog
+
     return structlog.get_logger("syncbridge").bind(**bound)

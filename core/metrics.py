@@ -17,13 +17,13 @@ Built to cost little at a million jobs, with no counter on the workers' hot path
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sqlalchemy import Integer, Row, case, cast, func, select, text
+from sqlalchemy import Integer, case, cast, func, select, text
 
-from core import clock, upstream_protection
+from core import clock, retention, upstream_protection
 from core.db import Database
 from core.models import attempts_t, jobs_t
 from core.statuses import STATUSES, AttemptOutcome, JobStatus
@@ -60,13 +60,24 @@ class Metrics:
     generated_at: float
     overall: TypeMetrics
     per_type: dict[str, TypeMetrics]
+    # Retention: the pruner's last run and totals (core.retention, the leader-lease row).
+    retention: retention.RetentionStats = field(default_factory=retention.RetentionStats)
     # Upstream protection: core.upstream_protection.states (the upstream section).
     upstreams: list[Any] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
+        r = self.retention
         return {"generated_at": clock.iso(self.generated_at), **asdict(self.overall),
                 "per_type": {k: asdict(v) for k, v in self.per_type.items()},
-                "upstreams": [u.as_dict() for u in self.upstreams]}
+                "upstreams": [u.as_dict() for u in self.upstreams],
+                "retention": {
+                    "last_run_at": clock.iso(r.last_run_at),
+                    "last_run_finished_at": clock.iso(r.last_run_finished_at),
+                    "last_run_pruned": {"jobs": r.last_jobs, "attempts": r.last_attempts,
+                                        "audit_events": r.last_audit},
+                    "total_pruned": {"jobs": r.total_jobs, "attempts": r.total_attempts,
+                                     "audit_events": r.total_audit},
+                    "pruning_now": r.owner}}
 
 
 def percentile(sorted_values: list[float], q: float) -> float | None:
@@ -134,10 +145,12 @@ def _finished_since(conn: Any, since: float) -> tuple[int, dict[str, int]]:
     return total, split
 
 
-def collect(db: Database, *, upstreams_by_type: Mapping[str, Sequence[str]] | None = None
-            ) -> Metrics:
+def collect(db: Database, job_types: Iterable[str] = (), *,
+            upstreams_by_type: Mapping[str, Sequence[str]] | None = None) -> Metrics:
+    """Queue health per job type; `job_types` (the app's) are listed even without jobs;
+    the upstreams' protection states (`upstreams_by_type`: else as the workers recorded)."""
     now = clock.now()
-    per: dict[str, TypeMetrics] = {}
+    per: dict[str, TypeMetrics] = {name: TypeMetrics() for name in job_types}
     overall = TypeMetrics()
     j = jobs_t.c
     a = attempts_t.c
@@ -148,12 +161,13 @@ def collect(db: Database, *, upstreams_by_type: Mapping[str, Sequence[str]] | No
             .where(j.status == JobStatus.PENDING, j.next_run_at <= now).group_by(j.job_type)
         ).all()
         recent_total, recent = _finished_since(conn, now - 60)
-        sample: list[Row[Any]] = list(conn.execute(
+        sample = list(conn.execute(
             select(j.job_type, a.duration_ms)
             .select_from(attempts_t.join(jobs_t, a.job_id == j.id))
             .where(a.finished_at.is_not(None), a.duration_ms.is_not(None))
             .order_by(a.finished_at.desc()).limit(SAMPLE_ATTEMPTS)
         ).all())
+        pruned = retention.read_stats(conn)
 
     def bucket(job_type: str) -> TypeMetrics:
         return per.setdefault(job_type, TypeMetrics())
@@ -193,7 +207,7 @@ def collect(db: Database, *, upstreams_by_type: Mapping[str, Sequence[str]] | No
     counts = {(t, st): n for t, tm in per.items() for st, n in tm.by_status.items()}
     upstreams = upstream_protection.states(db, upstreams_by_type=upstreams_by_type,
                                            counts=counts)
-    return Metrics(now, overall, dict(sorted(per.items())), upstreams)
+    return Metrics(now, overall, dict(sorted(per.items())), pruned, upstreams)
 
 
 def finished_series(db: Database, *, buckets: int = 30, bucket_seconds: float = 10.0

@@ -1,4 +1,5 @@
-"""Tables: jobs, their attempts, worker heartbeats and the operator audit log.
+"""Tables: jobs, their attempts, worker heartbeats, the operator audit log and the slots
+of recurring schedules.
 
 The hot path uses these tables through SQLAlchemy Core (`Model.__table__`); the ORM
 classes serve the operator reads and the migrations' autogenerate.
@@ -31,6 +32,7 @@ CORRELATION_ID_LENGTH = 64
 WORKER_ID_LENGTH = 160
 ERROR_TYPE_LENGTH = 64
 UPSTREAM_NAME_LENGTH = 64
+SCHEDULE_NAME_LENGTH = 128
 
 # Index predicates (the statuses spelled as in core.statuses).
 ACTIVE_SQL = "status IN ('pending', 'running')"
@@ -113,6 +115,11 @@ class SyncJob(Base):
         Index("ix_sync_jobs_finished_at", "finished_at",
               sqlite_where=text("finished_at IS NOT NULL"),
               postgresql_where=text("finished_at IS NOT NULL")),
+        # Retention (core.retention): the oldest finished jobs of one status. Partial like
+        # the one above: a claim (finished_at NULL) writes no entry (migration 0009).
+        Index("ix_sync_jobs_status_finished", "status", "finished_at",
+              sqlite_where=text("finished_at IS NOT NULL"),
+              postgresql_where=text("finished_at IS NOT NULL")),
     )
 
 
@@ -175,7 +182,44 @@ class AuditEvent(Base):
     new_job_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     detail: Mapped[str | None] = mapped_column(Text, nullable=True)
 
-    __table_args__ = (Index("ix_audit_job", "job_id"),)
+    __table_args__ = (
+        Index("ix_audit_job", "job_id"),
+        Index("ix_audit_at", "at"),  # retention: the oldest events first (migration 0009)
+    )
+
+
+class LeaderLease(Base):
+    """A fleet-wide role one process holds at a time (the pruner: name 'prune'). On SQLite
+    the row is the lock: taken by a conditional upsert while expired or free, renewed by its
+    owner; on PostgreSQL an advisory lock is, and the row says who holds it. The row also
+    keeps the pruner's figures for `metrics` (core.retention). Migration 0009."""
+
+    __tablename__ = "sync_leader_leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner: Mapped[str | None] = mapped_column(String(WORKER_ID_LENGTH), nullable=True)
+    expires_at: Mapped[float] = mapped_column(Double)
+    last_run_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+    last_run_finished_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+    last_jobs: Mapped[int] = mapped_column(Integer, default=0)
+    last_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_audit: Mapped[int] = mapped_column(Integer, default=0)
+    total_jobs: Mapped[int] = mapped_column(Integer, default=0)
+    total_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    total_audit: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class ScheduleSlot(Base):
+    """One slot of a recurring schedule (core.schedules): the primary key makes a slot
+    happen once across every worker. `job_id` is NULL when the slot was skipped because
+    the schedule's previous job was still active. Migration 0007."""
+
+    __tablename__ = "sync_schedule_slots"
+
+    schedule: Mapped[str] = mapped_column(String(SCHEDULE_NAME_LENGTH), primary_key=True)
+    slot_at: Mapped[float] = mapped_column(Double, primary_key=True)
+    job_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[float] = mapped_column(Double)
 
 
 class SyncUpstream(Base):
@@ -203,6 +247,8 @@ class SyncUpstream(Base):
     recent_5xx: Mapped[int] = mapped_column(Integer, default=0)
     recent_since: Mapped[float] = mapped_column(Double)
     updated_at: Mapped[float] = mapped_column(Double)
+    # The job types calling it, as the fleet's workers declared them (comma-separated).
+    job_types: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 # Typed as tables (the ORM annotates `__table__` as a FromClause).
@@ -211,3 +257,5 @@ attempts_t = cast(Table, SyncJobAttempt.__table__)
 workers_t = cast(Table, Worker.__table__)
 audit_t = cast(Table, AuditEvent.__table__)
 upstreams_t = cast(Table, SyncUpstream.__table__)
+schedule_slots_t = cast(Table, ScheduleSlot.__table__)
+leases_t = cast(Table, LeaderLease.__table__)

@@ -15,10 +15,9 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, select, update
 from sqlalchemy.exc import IntegrityError
 
-from core import clock
+from core import clock, enqueue
 from core.attempts import EndedAttempt, close_attempts
 from core.db import Database
-from core.enqueue import new_correlation_id
 from core.errors import ControlError, DuplicateJob, JobNotFound
 from core.leases import fence
 from core.models import attempts_t, audit_t, jobs_t
@@ -49,7 +48,7 @@ def _status_of(conn: Connection, job_id: int) -> str:
     status = conn.execute(select(jobs_t.c.status).where(jobs_t.c.id == job_id)).scalar()
     if status is None:
         raise JobNotFound(job_id)
-    return status
+    return str(status)
 
 
 def _active_duplicate(conn: Connection, job_id: int) -> DuplicateJob:
@@ -142,7 +141,7 @@ def replay(db: Database, job_id: int, *, attempt_number: int | None = None,
             new_id = conn.execute(
                 jobs_t.insert().values(
                     job_type=job.job_type, entity_id=job.entity_id, status=JobStatus.PENDING,
-                    payload=job.payload, correlation_id=new_correlation_id(),
+                    payload=job.payload, correlation_id=enqueue.new_correlation_id(),
                     attempt_count=0, max_attempts=job.max_attempts, next_run_at=now,
                     lease_token=0, is_replay=True, replay_of_job_id=job_id,
                     replay_of_attempt_id=attempt.id if attempt else None,

@@ -17,7 +17,7 @@ class _Record:
         return cls(**{f.name: m[f.name] for f in fields(cls)})  # type: ignore[arg-type]
 
     def to_dict(self, *, iso_times: bool = True) -> dict[str, Any]:
-        data = asdict(self)  # type: ignore[call-overload]
+        data: dict[str, Any] = asdict(self)  # type: ignore[call-overload]
         if iso_times:
             for key, value in data.items():
                 if key.endswith("_at") and isinstance(value, float):
@@ -120,3 +120,6 @@ class Completion:
     upstream: str | None = None
     upstream_signal: str | None = None
     retry_after: float | None = None
+    # The attempt row's outcome when it is not `outcome` (the job's transition): `timeout`
+    # for an attempt cancelled at its job type's timeout, whose job goes to retry or dead.
+    attempt_outcome: str | None = None

@@ -33,3 +33,4 @@ class AttemptOutcome(StrEnum):
     LEASE_LOST = "lease_lost"  # worker came back too late; its result was discarded
     CANCELED = "canceled"  # operator canceled the job while it ran
     RELEASED = "released"  # worker shut down before finishing; budget refunded
+    TIMEOUT = "timeout"  # ran past its job type's timeout, cancelled; retryable (retry/dead)

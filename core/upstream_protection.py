@@ -197,6 +197,7 @@ class Row:
     recent_5xx: int = 0
     recent_since: float = 0.0
     updated_at: float = 0.0
+    job_types: str | None = None  # comma-separated, as the workers declared them
 
     def paused(self, now: float) -> bool:
         return self.paused_until is not None and self.paused_until > now
@@ -217,21 +218,31 @@ def _row(r: Any) -> Row:
     return Row(**{k: r._mapping[k] for k in _COLUMNS})
 
 
-def ensure_rows(db: Database, names: Iterable[str], cooldown: float = 5.0) -> None:
-    """Insert the closed row of every upstream that has none yet."""
+def ensure_rows(db: Database, names: Iterable[str], cooldown: float = 5.0,
+                by_type: Mapping[str, Sequence[str]] | None = None) -> None:
+    """Insert the closed row of every upstream that has none yet, and record which job
+    types call it (`by_type`, added to what other workers recorded), so the reads
+    (`states`, `hold_reasons`) need no app."""
     names = sorted(set(names))
     if not names:
         return
+    calling = {n: {t for t, ups in (by_type or {}).items() if n in ups} for n in names}
     now = clock.now()
     with db.write() as conn:
-        have = set(conn.execute(select(upstreams_t.c.name)
-                                .where(upstreams_t.c.name.in_(names))).scalars())
-        missing = [n for n in names if n not in have]
-        if not missing:
-            return
+        have = {r.name: r.job_types for r in conn.execute(
+            select(upstreams_t.c.name, upstreams_t.c.job_types)
+            .where(upstreams_t.c.name.in_(names)))}
+        for name in names:
+            if name in have:
+                known = set(filter(None, (have[name] or "").split(",")))
+                if not calling[name] <= known:
+                    _set(conn, name, job_types=",".join(sorted(known | calling[name])))
         rows = [dict(name=n, state=CLOSED, failures=0, cooldown_seconds=cooldown,
-                     recent_429=0, recent_5xx=0, recent_since=now, updated_at=now)
-                for n in missing]
+                     recent_429=0, recent_5xx=0, recent_since=now, updated_at=now,
+                     job_types=",".join(sorted(calling[n])) or None)
+                for n in names if n not in have]
+        if not rows:
+            return
         if db.is_postgres:
             from sqlalchemy.dialects.postgresql import insert as pg_insert
 
@@ -240,6 +251,15 @@ def ensure_rows(db: Database, names: Iterable[str], cooldown: float = 5.0) -> No
             from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
             conn.execute(sqlite_insert(upstreams_t).on_conflict_do_nothing(), rows)
+
+
+def recorded_type_upstreams(rows: Iterable[Row]) -> dict[str, tuple[str, ...]]:
+    """Job type -> upstreams, from what the workers recorded in the rows."""
+    out: dict[str, list[str]] = {}
+    for row in sorted(rows, key=lambda r: r.name):
+        for t in filter(None, (row.job_types or "").split(",")):
+            out.setdefault(t, []).append(row.name)
+    return {t: tuple(ups) for t, ups in out.items()}
 
 
 def _read_rows(conn: Connection, names: Sequence[str], lock: bool,
@@ -380,7 +400,7 @@ class Protection:
 
     def start(self) -> None:
         if self.enabled:
-            ensure_rows(self.db, self.names, self.policy.cooldown_seconds)
+            ensure_rows(self.db, self.names, self.policy.cooldown_seconds, self.by_type)
         self._ready = True
 
     def _limit_rate(self, name: str, row: Row) -> float | None:
@@ -735,7 +755,8 @@ class Protection:
                     _event("upstream.opened", row.name, failures=row.failures,
                            cooldown=row.cooldown_seconds)
         # Adaptive rate near nothing binding for long: forget it (unlimited again).
-        fields = {k: getattr(row, k) for k in _COLUMNS if k not in ("name", "updated_at")}
+        fields = {k: getattr(row, k) for k in _COLUMNS
+                  if k not in ("name", "updated_at", "job_types")}
         fields.update(values)
         _set(conn, row.name, **fields)
 
@@ -783,12 +804,14 @@ def states(db: Database, *, policy: Policy | None = None,
            upstreams_by_type: Mapping[str, Sequence[str]] | None = None,
            counts: Mapping[tuple[str, str], int] | None = None) -> list[UpstreamState]:
     """Every known upstream's state, with its in-flight and waiting jobs (`counts`: jobs
-    by (type, status) when the caller has them already)."""
-    by_type = type_upstreams(mapping=upstreams_by_type)
+    by (type, status) when the caller has them already). Which job types call which
+    upstream: `upstreams_by_type` (the app's), else what the fleet's workers recorded."""
     limits = policy.limits if policy else {}
     now = clock.now()
     with db.read() as conn:
         rows = {r.name: _row(r) for r in conn.execute(select(upstreams_t))}
+        by_type = (type_upstreams(mapping=upstreams_by_type) if upstreams_by_type is not None
+                   else recorded_type_upstreams(rows.values()))
         if counts is None:
             counts = {(t, s): n for t, s, n in conn.execute(
                 select(jobs_t.c.job_type, jobs_t.c.status, func.count())
@@ -819,16 +842,17 @@ def hold_reasons(db: Database, jobs: Iterable[Any], *,
                  upstreams_by_type: Mapping[str, Sequence[str]] | None = None
                  ) -> dict[int, str]:
     """Why each pending job (records with id, job_type, status) is held back, if it is:
-    {job id: "held: billing open"}. Jobs not held are left out."""
-    by_type = type_upstreams(mapping=upstreams_by_type)
-    pending = [j for j in jobs if str(j.status) == JobStatus.PENDING and by_type.get(j.job_type)]
+    {job id: "held: billing open"}. Jobs not held are left out. Which job types call
+    which upstream: `upstreams_by_type`, else what the fleet's workers recorded."""
+    pending = [j for j in jobs if str(j.status) == JobStatus.PENDING]
     if not pending:
         return {}
     now = clock.now()
-    names = sorted({u for j in pending for u in by_type[j.job_type]})
     with db.read() as conn:
-        rows = {r.name: _row(r) for r in conn.execute(
-            select(upstreams_t).where(upstreams_t.c.name.in_(names)))}
+        rows = {r.name: _row(r) for r in conn.execute(select(upstreams_t))}
+    by_type = (type_upstreams(mapping=upstreams_by_type) if upstreams_by_type is not None
+               else recorded_type_upstreams(rows.values()))
+    pending = [j for j in pending if by_type.get(j.job_type)]
     why: dict[str, str] = {}
     for name, row in rows.items():
         if row.paused(now):
@@ -853,7 +877,8 @@ class UnknownUpstream(InvalidInput):
 
 def known_upstreams(db: Database, upstreams_by_type: Mapping[str, Sequence[str]] | None = None,
                     policy: Policy | None = None) -> list[str]:
-    by_type = type_upstreams(mapping=upstreams_by_type)
+    """The upstreams the fleet recorded, the app's (`upstreams_by_type`) and the limited."""
+    by_type = upstreams_by_type or {}
     with db.read() as conn:
         rows = set(conn.execute(select(upstreams_t.c.name)).scalars())
     return sorted(rows | {u for ups in by_type.values() for u in ups}
@@ -861,10 +886,12 @@ def known_upstreams(db: Database, upstreams_by_type: Mapping[str, Sequence[str]]
 
 
 def _control(db: Database, name: str, action: str, actor: str, detail: str,
-             known: Iterable[str], cooldown: float, **values: Any) -> None:
-    if name not in set(known):
-        raise UnknownUpstream(f"unknown upstream {name!r} (known: {', '.join(sorted(known))})")
-    ensure_rows(db, [name], cooldown)
+             known: Iterable[str], cooldown: float,
+             by_type: Mapping[str, Sequence[str]] | None, **values: Any) -> None:
+    known = sorted(set(known))
+    if name not in known:
+        raise UnknownUpstream(f"unknown upstream {name!r} (known: {', '.join(known)})")
+    ensure_rows(db, [name], cooldown, by_type)
     now = clock.now()
     with db.write() as conn:
         _set(conn, name, **values)
@@ -874,32 +901,34 @@ def _control(db: Database, name: str, action: str, actor: str, detail: str,
 
 
 def pause(db: Database, name: str, seconds: float, *, actor: str,
-          known: Iterable[str], cooldown: float = 5.0) -> None:
+          known: Iterable[str], cooldown: float = 5.0,
+          by_type: Mapping[str, Sequence[str]] | None = None) -> None:
     until = clock.now() + seconds
     _control(db, name, "upstream.pause", actor, f"paused for {seconds:g}s", known, cooldown,
-             paused_until=until)
+             by_type, paused_until=until)
 
 
 def resume(db: Database, name: str, *, actor: str, known: Iterable[str],
-           cooldown: float = 5.0) -> None:
-    _control(db, name, "upstream.resume", actor, "pause lifted", known, cooldown,
+           cooldown: float = 5.0, by_type: Mapping[str, Sequence[str]] | None = None) -> None:
+    _control(db, name, "upstream.resume", actor, "pause lifted", known, cooldown, by_type,
              paused_until=None)
 
 
 def reset(db: Database, name: str, *, actor: str, known: Iterable[str],
-          cooldown: float = 5.0) -> None:
+          cooldown: float = 5.0, by_type: Mapping[str, Sequence[str]] | None = None) -> None:
     """Close the breaker, forget the failures, the pause and the adaptive rate."""
     _control(db, name, "upstream.reset", actor, "breaker closed by operator", known, cooldown,
-             state=CLOSED, failures=0, failures_since=None, opened_at=None,
+             by_type, state=CLOSED, failures=0, failures_since=None, opened_at=None,
              next_probe_at=None, probe_owner=None, probe_job_id=None, probe_expires_at=None,
              cooldown_seconds=cooldown, paused_until=None, rate=None, tokens=None,
              tokens_at=None)
 
 
 def open_breaker(db: Database, name: str, *, actor: str, known: Iterable[str],
-                 cooldown: float = 5.0) -> None:
+                 cooldown: float = 5.0,
+                 by_type: Mapping[str, Sequence[str]] | None = None) -> None:
     """Open the breaker by hand: probes start after the cool-down, as after failures."""
     now = clock.now()
     _control(db, name, "upstream.open", actor, "breaker opened by operator", known, cooldown,
-             state=OPEN, opened_at=now, next_probe_at=now + cooldown, probe_owner=None,
+             by_type, state=OPEN, opened_at=now, next_probe_at=now + cooldown, probe_owner=None,
              probe_job_id=None, probe_expires_at=None, cooldown_seconds=cooldown)

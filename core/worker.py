@@ -24,17 +24,20 @@ from typing import Any, TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from core import clock, completion, heartbeats, leases, reads
+from core import clock, completion, heartbeats, leases, reads, retention, schedules
 from core.config import Settings
 from core.db import WORKER_DB_THREADS, Database, DatabaseError, local_wakeup
 from core.execution import execute
 from core.handlers import JobContext, Registry
-from core.handlers import registry as default_registry
-from core.integrations.clients import job_headers_var, make_clients
+from core.integrations.clients import (
+    job_headers_var,
+    make_upstream_clients,
+    resolve_upstreams,
+)
 from core.integrations.mock import MockUpstream
 from core.logging import get_logger, one_line
 from core.records import ClaimedJob, Completion, WorkerInfo
-from core.retry_policy import Backoff
+from core.retry_policy import Backoff, JobPolicy
 from core.statuses import AttemptOutcome
 from core.upstream_protection import Observation, Policy, Protection, type_upstreams
 
@@ -69,8 +72,20 @@ class Worker:
     ) -> None:
         self.db = db
         self.settings = settings
-        self.registry = registry or default_registry
+        if registry is None:
+            from core.app_loading import load_app
+
+            registry = load_app(settings.app, demo=settings.demo)
+        self.registry = registry
         self.mock = mock
+        # Refuses (UpstreamConfigError, one line) when a job type needs an upstream without a
+        # URL outside demo mode: before anything starts.
+        self.upstream_config = resolve_upstreams(registry, settings)
+        self.policies: dict[str, JobPolicy] = {n: registry.policy(n, settings)
+                                               for n in registry.names()}
+        self._backoffs = {n: p.backoff for n, p in self.policies.items()}
+        self.clients: dict[str, Any] = {}
+        self._type_clients: dict[str, dict[str, Any]] = {}
         self.id = worker_id or make_worker_id()
         self.concurrency = concurrency or settings.concurrency
         self.backoff = Backoff(settings.job_backoff_seconds_base,
@@ -194,7 +209,9 @@ class Worker:
 
             listener = PgListener(self.db, self._wake_threadsafe)
             listener.start()
-        self.crm, self.billing = make_clients(self.settings, self.mock)
+        self.clients = make_upstream_clients(self.upstream_config, self.settings, self.mock)
+        self._type_clients = {spec.name: {n: self.clients[n] for n in spec.upstreams}
+                              for spec in self.registry.specs()}
         background: list[asyncio.Task[None]] = []
         try:
             await self._db(heartbeats.record_heartbeat, self.db, self._info())
@@ -211,14 +228,21 @@ class Worker:
                           database=self.db.display_url, job_types=self.registry.names())
             background = [asyncio.create_task(self._heartbeat_loop()),
                           asyncio.create_task(self._flush_loop())]
+            if self.registry.schedules():  # no schedules: no task, no cost
+                background.append(asyncio.create_task(self._schedule_loop()))
+            if self.settings.prune_interval_seconds > 0:
+                # Retention: one pruner across the fleet (core.retention), on a thread of
+                # its own; shutdown cancels it between batches.
+                background.append(asyncio.create_task(retention.prune_in_worker(
+                    self.db, self.settings, self.id, self.registry)))
             await self._claim_loop(until_empty)
         finally:
             await asyncio.shield(self._shutdown(background))
             if listener:
                 listener.stop()
             unsubscribe()
-            await self.crm.aclose()
-            await self.billing.aclose()
+            for client in self.clients.values():
+                await client.aclose()
             self._pool.shutdown(wait=False)
         return self.stats
 
@@ -244,10 +268,14 @@ class Worker:
                 self.log.warning("claim.failed", error=one_line(exc), retry_in=delay)
                 await self._sleep(delay)
                 continue
+            if jobs and self.on_claimed is not None:
+                self.on_claimed(jobs)
             for job in jobs:
                 self._held[job.id] = job.lease_token
                 self._claimed_at[job.id] = job.claimed_at
                 self._tasks[job.id] = asyncio.create_task(self._run_one(job))
+            if not jobs:
+                self.log.debug("claim.empty")  # observable (at debug) for tests: now idle
             if len(jobs) < free:
                 if until_empty and not self._tasks and not self._held:
                     try:
@@ -261,14 +289,22 @@ class Worker:
     async def _run_one(self, job: ClaimedJob) -> None:
         log = self.log.bind(job_id=job.id, attempt=job.lease_token, job_type=job.job_type,
                             entity_id=job.entity_id, correlation_id=job.correlation_id)
+        clients = self._type_clients.get(job.job_type, {})
         ctx = JobContext(job.id, job.job_type, job.entity_id, job.payload, job.correlation_id,
-                         job.lease_token, self.crm, self.billing, log)
+                         job.lease_token, clients.get("crm"), clients.get("billing"), log,
+                         upstreams=clients)
+        policy = self.policies.get(job.job_type)
         # Each job runs in its own task, so this context variable is this job's alone; the
         # clients' request hook turns it into X-Correlation-ID and X-SyncBridge-Attempt.
         job_headers_var.set((job.correlation_id, job.lease_token))
         try:
-            completion = await execute(job, self.registry.get(job.job_type), ctx,
-                                       self.backoff, self.id)
+            if policy is None:
+                completion = await execute(job, self.registry.get(job.job_type), ctx,
+                                           self.backoff, self.id)
+            else:
+                completion = await execute(job, self.registry.get(job.job_type), ctx,
+                                           policy.backoff, self.id, retry_on=policy.retry_on,
+                                           timeout=policy.timeout)
         except asyncio.CancelledError:
             return  # whoever canceled it (lease loss, cancel, shutdown) records the attempt
         finally:
@@ -280,6 +316,7 @@ class Worker:
             self.protection.hold_locally(completion.upstream)  # until _observe reports it
         self._completing.add(job.id)
         self._pending.append(completion)
+        log.debug("attempt.queued", outcome=completion.outcome)  # observable (tests): unwritten
         assert self._flush_wake is not None
         self._flush_wake.set()
 
@@ -392,12 +429,42 @@ class Worker:
                 except _DB_ERRORS as exc:
                     self.log.warning("upstreams.probe_renew_failed", error=one_line(exc))
             try:
-                recovered = await self._db(leases.recover_expired, self.db, backoff=self.backoff)
+                recovered = await self._db(leases.recover_expired, self.db, backoff=self.backoff,
+                                           backoffs=self._backoffs)
                 for job_id, status in recovered:
                     self.log.warning("lease.recovered", job_id=job_id, status=status)
             except _DB_ERRORS as exc:
                 self.log.warning("recover.failed", error=one_line(exc))
             await asyncio.sleep(interval)
+
+    async def _schedule_loop(self) -> None:
+        """Tick the registry's recurring schedules: at each new slot, try to insert it
+        (core.schedules.tick: once across every worker, the latest due slot only)."""
+        assert self._stop is not None
+        active = []
+        for s in self.registry.schedules():
+            if s.job_type in self.registry:
+                active.append(s)
+            else:
+                self.log.error("schedule.unknown_job_type", schedule=s.name,
+                               job_type=s.job_type, note="schedule ignored")
+        ticked: dict[str, float] = {}  # schedule -> the latest slot this worker tried
+        while not self._stop.is_set():
+            now = clock.now()
+            due = [s for s in active if ticked.get(s.name) != s.latest_slot(now)]
+            if due and not self._paused:
+                try:
+                    for slot in await self._db(schedules.tick, self.db, due,
+                                               max_attempts=self.settings.max_attempts,
+                                               now=now):
+                        self.log.info("schedule.slot", schedule=slot.schedule,
+                                      slot_at=clock.iso(slot.slot_at), job_id=slot.job_id,
+                                      skipped=slot.job_id is None)
+                    ticked.update((s.name, s.latest_slot(now)) for s in due)
+                except _DB_ERRORS as exc:
+                    self.log.warning("schedule.tick_failed", error=one_line(exc))
+            wait = min((s.next_slot(now) for s in active), default=now + 1) - clock.now()
+            await asyncio.sleep(min(max(wait, 0.01), schedules.MAX_TICK_SECONDS))
 
     async def _renew(self) -> None:
         held = {j: t for j, t in self._held.items() if j not in self._completing}

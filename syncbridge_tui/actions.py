@@ -17,7 +17,6 @@ from textual.notifications import SeverityLevel
 
 from core import clock, enqueue, operator_actions, reads
 from core.db import Database
-from core.handlers import registry
 from syncbridge_tui.context import InThread
 from syncbridge_tui.engine import EmbeddedWorker
 from syncbridge_tui.job_export import export_jobs
@@ -52,7 +51,8 @@ class OperatorActions:
     def __init__(self, app: App[int], db: Database, *, engine: EmbeddedWorker | None,
                  read_only: bool, blink: bool, in_thread: InThread,
                  request_poll: Callable[[], None], open_detail: Callable[[int], None],
-                 showing_detail: Callable[[], bool]) -> None:
+                 showing_detail: Callable[[], bool],
+                 job_types: Callable[[], list[str]] | None = None) -> None:
         self._app = app  # for its dialogs (push_screen) and toasts (notify)
         self.db = db
         self.engine = engine
@@ -62,6 +62,7 @@ class OperatorActions:
         self.request_poll = request_poll
         self.open_detail = open_detail
         self.showing_detail = showing_detail  # a job's detail on show: replay hints at `n`
+        self.job_types = job_types or (lambda: [])
 
     def refuse_if_read_only(self, what: str) -> bool:
         if self.read_only:
@@ -165,7 +166,7 @@ class OperatorActions:
             if job_id is not None:
                 self.open_detail(job_id)
 
-        self._app.push_screen(EnqueueScreen(registry.names(), submit=submit,
+        self._app.push_screen(EnqueueScreen(self.job_types(), submit=submit,
                                            in_thread=self.in_thread,
                                            refuse_if_read_only=self.refuse_if_read_only,
                                            blink=self.blink), callback=opened)

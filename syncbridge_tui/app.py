@@ -24,8 +24,9 @@ from core import clock, enqueue, reads
 from core import logging as sblog
 from core.config import Settings
 from core.db import Database
-from core.handlers import registry
+from core.handlers import Registry
 from core.reads import finished_since
+from core.schedules import Schedule
 from syncbridge_tui import keymap
 from syncbridge_tui.actions import OperatorActions
 from syncbridge_tui.engine import EmbeddedWorker, LogBuffer
@@ -54,8 +55,13 @@ class ConsoleOptions:
     concurrency: int | None = None
     configure_logging: bool = True
     worker_kwargs: dict[str, Any] = field(default_factory=dict)  # core Worker's: registry=, mock=
+    # The app whose job types the console lists and enqueues; None: worker_kwargs' registry,
+    # else the one the settings name (SYNCBRIDGE_APP / --app; none: the demo app).
+    registry: Registry | None = None
     # Run once the console is up (the demo seed), so the operator sees the jobs arrive.
     seed: Callable[[], int] | None = None
+    # The recurring schedules the workers pane shows; None: the registry's (core.schedules).
+    schedules: list[Schedule] | None = None
 
 
 @dataclass(slots=True)
@@ -94,6 +100,12 @@ class SyncBridgeApp(App[int]):
         self.keymap_overrides = keymap_overrides
         self.keymap_error = keymap_error
         self.log_buffer = LogBuffer()
+        registry = options.registry or options.worker_kwargs.get("registry")
+        if registry is None:
+            from core.app_loading import load_app
+
+            registry = load_app(settings.app, demo=settings.demo)
+        self.registry: Registry = registry
         self.engine: EmbeddedWorker | None = None
         if options.embedded_worker and not options.read_only:
             self.engine = EmbeddedWorker(db, settings, concurrency=options.concurrency,
@@ -112,7 +124,16 @@ class SyncBridgeApp(App[int]):
             self, db, engine=self.engine, read_only=self.read_only, blink=options.blink,
             in_thread=self.in_thread, request_poll=self.request_poll,
             open_detail=self.open_detail,
-            showing_detail=lambda: isinstance(self.screen, DetailScreen))
+            showing_detail=lambda: isinstance(self.screen, DetailScreen),
+            job_types=self.job_types)
+
+    def job_types(self) -> list[str]:
+        return self.registry.names()
+
+    def schedules(self) -> list[Schedule]:
+        if self.options.schedules is not None:
+            return self.options.schedules
+        return self.registry.schedules()
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -196,10 +217,13 @@ class SyncBridgeApp(App[int]):
 
     def base_screen(self) -> Screen[Any]:
         """The screen under any modals: what is on show and what the poll refreshes."""
-        for screen in reversed(self.screen_stack):
+        stack: list[Screen[Any]] = list(self.screen_stack)
+        for screen in reversed(stack):
             if not isinstance(screen, ModalScreen):
-                return screen
-        return self.screen
+                base: Screen[Any] = screen
+                return base
+        current: Screen[Any] = self.screen
+        return current
 
     def main_screen(self) -> MainScreen | None:
         for screen in self.screen_stack:
@@ -391,8 +415,8 @@ class SyncBridgeApp(App[int]):
         self.actions.export_view(flt, sort, what)
 
     def enqueue_one(self, job_type: str, entity_id: str) -> enqueue.EnqueueResult:
-        return enqueue.enqueue(self.db, job_type, entity_id, known_types=registry.names(),
-                             max_attempts=self.settings.max_attempts)
+        return enqueue.enqueue(self.db, job_type, entity_id, known_types=self.registry.names(),
+                               max_attempts=self.registry.max_attempts(job_type, self.settings))
 
     def action_enqueue(self) -> None:
         self.actions.enqueue(self.enqueue_one)
@@ -451,8 +475,10 @@ def create_app(settings: Settings, options: ConsoleOptions | None = None, *,
     return SyncBridgeApp(settings, db, options, overrides, error)
 
 
-def run_app(args: argparse.Namespace, settings: Settings) -> int:
-    """`syncbridge` without a command: open the database, seed the demo, run the console."""
+def run_app(args: argparse.Namespace, settings: Settings,
+            registry: Registry | None = None) -> int:
+    """`syncbridge` without a command: open the database, seed the demo (in demo mode), run
+    the console."""
     from core.runtime import open_database
     from syncbridge_tui.demo import seed_demo
 
@@ -460,7 +486,8 @@ def run_app(args: argparse.Namespace, settings: Settings) -> int:
     try:
         seed = None
         worker_kwargs: dict[str, Any] = {}
-        if not args.read_only and not args.no_demo and reads.count_jobs(db, cap=1) == 0:
+        if (settings.demo and not args.read_only and not args.no_demo
+                and reads.count_jobs(db, cap=1) == 0):
             def seed() -> int:
                 return len(seed_demo(db, settings))
 
@@ -471,7 +498,8 @@ def run_app(args: argparse.Namespace, settings: Settings) -> int:
                 worker_kwargs["mock"] = PacedMockUpstream()
         app = create_app(settings, ConsoleOptions(
             read_only=args.read_only, embedded_worker=not args.no_worker,
-            concurrency=args.concurrency, seed=seed, worker_kwargs=worker_kwargs), db=db)
+            concurrency=args.concurrency, seed=seed, worker_kwargs=worker_kwargs,
+            registry=registry), db=db)
         try:
             app.run()
         finally:

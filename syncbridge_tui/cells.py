@@ -31,6 +31,7 @@ OUTCOME_STYLES = {
     "released": "dim",
     "lease_expired": "red",
     "lease_lost": "red",
+    "timeout": "yellow",
 }
 
 

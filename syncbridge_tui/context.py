@@ -9,6 +9,7 @@ from typing import Protocol, TypeVar
 from core import reads
 from core.config import Settings
 from core.db import Database
+from core.schedules import Schedule
 from syncbridge_tui.engine import LogBuffer
 
 T = TypeVar("T")
@@ -31,6 +32,10 @@ class Console(Protocol):
     @property
     def log_buffer(self) -> LogBuffer: ...
 
+    def schedules(self) -> list[Schedule]:
+        """The app's recurring schedules (the workers pane shows them)."""
+        ...
+
     def in_thread(self, fn: Callable[[], T], done: Callable[[T], None],
                   on_error: Callable[[BaseException], None] | None = None) -> None: ...
 
@@ -48,3 +53,7 @@ class Console(Protocol):
         ...
 
     def export_view(self, flt: reads.JobFilter, sort: str, what: str) -> None: ...
+
+    def job_types(self) -> list[str]:
+        """The app's job types (the type filter, the enqueue form)."""
+        ...

@@ -6,7 +6,7 @@ from __future__ import annotations
 from core import enqueue
 from core.config import Settings
 from core.db import Database
-from core.handlers import registry
+from core.demo import registry
 from core.integrations.mock import SCENARIOS
 
 
@@ -15,6 +15,6 @@ def seed_demo(db: Database, settings: Settings) -> list[tuple[str, str, int, boo
     out = []
     for job_type, entity, _expected, _what in SCENARIOS:
         r = enqueue.enqueue(db, job_type, entity, known_types=registry.names(),
-                          max_attempts=settings.max_attempts)
+                            max_attempts=registry.max_attempts(job_type, settings))
         out.append((job_type, entity, r.job_id, r.created))
     return out

@@ -18,7 +18,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +123,7 @@ GROUP_TITLES = {"global": "Everywhere", "list": "Job lists",
                 "dialog": "Confirmations"}
 
 
-def bindings(keys: list[Key]) -> list[Binding]:
+def bindings(keys: list[Key]) -> list[BindingType]:
     return [k.binding() for k in keys]
 
 

@@ -24,7 +24,7 @@ from core.db import Database
 from core.migrations import upgrade
 from syncbridge_tui.app import ConsoleOptions, SyncBridgeApp, create_app
 from syncbridge_tui.screens.enqueue import EnqueueScreen
-from syncbridge_tui.showcase import seed_showcase, showcase_log_events
+from syncbridge_tui.showcase import SHOWCASE_SCHEDULES, seed_showcase, showcase_log_events
 
 SIZE = (140, 40)
 Scene = Callable[[Pilot[int]], Awaitable[None]]
@@ -141,7 +141,7 @@ def build_showcase(directory: Path, *, untrusted: bool = False,
     now = seed_showcase(db, settings, untrusted=untrusted)
     return create_app(settings, ConsoleOptions(
         read_only=read_only, embedded_worker=False, live=False, clock=lambda: now,
-        blink=False, keymap={}, configure_logging=False), db=db)
+        blink=False, keymap={}, configure_logging=False, schedules=SHOWCASE_SCHEDULES), db=db)
 
 
 async def _shoot(name: str, scene: Scene, out: Path) -> Path:

@@ -30,20 +30,16 @@ def register(parser: argparse.ArgumentParser, sub: Any,
     s.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (not loopback: needs SYNCBRIDGE_API_TOKENS)")
     s.add_argument("--port", type=_port, default=8000)
-    s.add_argument("--app", metavar="MODULE",
-                   help="import this module first (your job types); accepted, see README")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import importlib
-
     from core import logging as sblog
     from core.api.auth import TokenConfigError, is_loopback, parse_tokens
-    from core.config import load_settings
     from core.runtime import open_database
-    from syncbridge_tui.commands.common import EXIT_OK, EXIT_USAGE, CliError
+    from syncbridge_tui.commands.common import EXIT_OK, EXIT_USAGE, CliError, app_for, settings_for
 
-    settings = load_settings(database_url=getattr(args, "db", None))
+    settings = settings_for(args)
+    registry = app_for(settings)  # --app / SYNCBRIDGE_APP: the job types the API knows
     try:
         tokens = parse_tokens(settings.api_tokens)
     except TokenConfigError as exc:
@@ -51,11 +47,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not tokens and not is_loopback(args.host):
         raise CliError(f"refusing to serve on {args.host} without SYNCBRIDGE_API_TOKENS "
                        "(an open API listens on loopback only)", EXIT_USAGE)
-    if args.app:
-        try:
-            importlib.import_module(args.app)
-        except ImportError as exc:
-            raise CliError(f"cannot import --app {args.app}: {exc}", EXIT_USAGE) from None
     import uvicorn
 
     from core.api.app import create_app
@@ -63,7 +54,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     sblog.configure(level=settings.log_level, log_file=settings.log_file)
     db = open_database(settings)
     try:
-        app = create_app(settings, db, tokens=tokens)
+        app = create_app(settings, db, tokens=tokens, registry=registry)
         config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning",
                                 access_log=False, server_header=False)
         server = uvicorn.Server(config)

@@ -12,11 +12,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from core import clock, completion, enqueue, heartbeats, leases, operator_actions
+from core import clock, completion, enqueue, heartbeats, leases, operator_actions, schedules
 from core.config import Settings
 from core.db import Database
-from core.handlers import registry
+from core.demo import registry
 from core.records import Completion, WorkerInfo
+from core.schedules import Schedule, make_schedule
 
 SHOWCASE_START = 1_768_467_600.0  # 2026-01-15 09:00:00 UTC
 WORKER_ID = "ops-1:4242:a1b2c3"
@@ -26,6 +27,14 @@ OTHER_WORKER_ID = "ops-2:977:d4e5f6"
 EVIL_ENTITY = "c_[bold red]pwn[/]"
 EVIL_MESSAGE = ("[bold red]BOOM[/] \x1b[31mred?\x1b[0m [link=https://evil.example]click me"
                 "[/link] \x07bell \x1b]0;title\x07 :warning: end")
+
+# Recurring schedules the showcase app declares: one whose last slot made a job, one whose
+# last slot was skipped (its previous job still active), one that never ran yet.
+SHOWCASE_SCHEDULES: list[Schedule] = [
+    make_schedule("customers-hourly", "customer", every="1h", entity_id="c_2040"),
+    make_schedule("invoices-nightly", "invoice", cron="0 2 * * *", entity_id="i_flaky"),
+    make_schedule("weekly-report", "customer", cron="30 6 * * 1", entity_id="c_report"),
+]
 
 
 @dataclass(slots=True)
@@ -44,12 +53,12 @@ class _Clock:
 def _fixed_ids(prefix: str) -> Iterator[None]:
     """Replays mint a random correlation id; pin them for byte-identical screens."""
     counter = iter(range(1, 1000))
-    original = operator_actions.new_correlation_id
-    operator_actions.new_correlation_id = lambda: f"{prefix}{next(counter):04d}".ljust(32, "0")
+    original = enqueue.new_correlation_id
+    enqueue.new_correlation_id = lambda: f"{prefix}{next(counter):04d}".ljust(32, "0")
     try:
         yield
     finally:
-        operator_actions.new_correlation_id = original
+        enqueue.new_correlation_id = original
 
 
 class _Seeder:
@@ -123,6 +132,14 @@ def seed_showcase(db: Database, settings: Settings, *, untrusted: bool = False) 
         clk.step(0.5)
         # Left running: claimed by a second worker that is still beating.
         leases.claim(db, OTHER_WORKER_ID, 1, lease_seconds=30, job_types=["customer"])
+        # The hourly schedule's 09:00 slot enqueues c_2040 (so the enqueue below is a
+        # duplicate); the nightly one's 02:00 slot is skipped: i_flaky is still pending.
+        pinned = schedules.new_correlation_id
+        schedules.new_correlation_id = lambda: "5c4ed01e".ljust(32, "0")
+        try:
+            schedules.tick(db, SHOWCASE_SCHEDULES[:2], max_attempts=settings.max_attempts)
+        finally:
+            schedules.new_correlation_id = pinned
         s.enqueue("customer", "c_2040")
         s.enqueue("invoice", "i_2050")
         now = clk.step(0.8)

@@ -10,8 +10,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
+from core import reads
 from core.db import Database
+from core.migrations import current_revision, head_revision
+from core.models import jobs_t
 
 CLI = [sys.executable, "-m", "syncbridge_tui"]
 
@@ -135,14 +139,23 @@ def test_bulk_enqueue_from_stdin(url: str) -> None:
 
 
 def test_demo_worker_metrics_end_to_end(url: str) -> None:
-    env = {"SYNCBRIDGE_JOB_BACKOFF_SECONDS_BASE": "0.01", "SYNCBRIDGE_POLL_SECONDS": "0.02"}
+    env = {"SYNCBRIDGE_JOB_BACKOFF_SECONDS_BASE": "0.01", "SYNCBRIDGE_POLL_SECONDS": "0.02",
+           "SYNCBRIDGE_DEMO": "1"}
     assert run("demo", db=url, env=env).returncode == 0
     worker = run("--worker-only", "--until-empty", db=url, env=env)
     assert worker.returncode == 0, worker.stderr
     # Headless logs are JSON lines on stderr with the job's correlation id bound.
     events = [json.loads(line) for line in worker.stderr.splitlines()]
     finished = [e for e in events if e["event"] == "attempt.finished"]
-    assert finished and all("correlation_id" in e or "job_id" in e for e in finished)
+    assert finished
+    database = Database(url)
+    try:
+        stored = {j.id: j for j in reads.list_jobs(database, limit=1000)}
+    finally:
+        database.dispose()
+    for e in finished:
+        assert e["correlation_id"] == stored[e["job_id"]].correlation_id, e
+    assert {e["job_id"] for e in finished} == set(stored)  # every job logged its attempts
     metrics = json.loads(run("metrics", "--json", db=url).stdout)
     assert metrics["by_status"] == {"pending": 0, "running": 0, "success": 4, "failed": 2,
                                     "dead": 2, "canceled": 0}
@@ -156,7 +169,38 @@ def test_demo_worker_metrics_end_to_end(url: str) -> None:
     replay = run("replay", str(jobs[0]["id"]), db=url)
     assert replay.returncode == 0 and "replayed as job" in replay.stdout
     text = run("metrics", db=url)
-    assert text.returncode == 0 and "customer" in text.stdout
+    assert text.returncode == 0, text.stderr
+    # The text table's counts are the database's (the replay added one pending job).
+    table = text.stdout.strip().split("\n\n")[0]  # then a blank line and the retention line
+    header, *rows = [line.split() for line in table.splitlines()]
+    # TYPE, TOTAL, six statuses, SUCCESS%, RETRIES: the columns before a two-word header
+    shown = {row[0]: dict(zip(header[1:10], row[1:10], strict=True)) for row in rows}
+    assert set(shown) == {"all", "customer", "invoice"}
+    expected = _counts_in_database(url)
+    for job_type, counts in expected.items():
+        assert {k: int(shown[job_type][k]) for k in counts} == counts, job_type
+
+
+def _counts_in_database(url: str) -> dict[str, dict[str, int]]:
+    """Per job type and for all: TOTAL, each status, RETRIES (attempts beyond the first),
+    read from the database itself."""
+    database = Database(url)
+    try:
+        with database.read() as conn:
+            rows = list(conn.execute(select(jobs_t.c.job_type, jobs_t.c.status,
+                                            jobs_t.c.attempt_count)))
+    finally:
+        database.dispose()
+    out: dict[str, dict[str, int]] = {}
+    for job_type, status, attempts in rows:
+        for key in (job_type, "all"):
+            counts = out.setdefault(key, dict.fromkeys(
+                ["TOTAL", "PENDING", "RUNNING", "SUCCESS", "FAILED", "DEAD", "CANCELED",
+                 "RETRIES"], 0))
+            counts["TOTAL"] += 1
+            counts[status.upper()] += 1
+            counts["RETRIES"] += max(0, attempts - 1)
+    return out
 
 
 def test_db_upgrade_is_idempotent(tmp_path: Path) -> None:
@@ -165,4 +209,8 @@ def test_db_upgrade_is_idempotent(tmp_path: Path) -> None:
     assert first.returncode == 0 and "upgraded to" in first.stdout
     second = run("db", "upgrade", db=db)
     assert second.returncode == 0 and "already at" in second.stdout
-    assert Database(db).dialect == "sqlite"
+    database = Database(db)
+    try:
+        assert current_revision(database) == head_revision() is not None
+    finally:
+        database.dispose()

@@ -35,6 +35,7 @@ sys.exit(code)
 
 def probe(*args: str) -> list[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SYNCBRIDGE_")}
+    env["SYNCBRIDGE_DEMO"] = "1"  # the headless worker runs the demo app on the mock
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
     proc = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True,
                           text=True, env=env, timeout=60, cwd=ROOT)

@@ -12,8 +12,9 @@ import core.enqueue
 from core import clock, completion, leases, operator_actions, reads
 from core.config import Settings
 from core.db import Database
+from core.demo import registry
 from core.errors import ControlError, DuplicateJob, InvalidInput, JobNotFound
-from core.handlers import Registry, registry
+from core.handlers import Registry
 from core.integrations.errors import RetryableError
 from core.integrations.mock import SCENARIOS, MockUpstream
 from core.models import attempts_t, jobs_t

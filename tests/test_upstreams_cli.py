@@ -24,7 +24,7 @@ def test_upstream_controls_show_in_the_list_and_the_jobs(db_url: str, db: Databa
     opened = run("upstream", "open", "crm", db=db_url)
     assert opened.returncode == 0, opened.stderr
     jobs = run("jobs", db=db_url)
-    assert len(re.findall(r"held: crm open, billing paused 2\d\ds", jobs.stdout)) == 2, \
+    assert len(re.findall(r"held: billing paused 2\d\ds, crm open", jobs.stdout)) == 2, \
         jobs.stdout
     text = run("upstreams", db=db_url).stdout
     assert "billing   paused" in text and "crm       open" in text, text

@@ -24,13 +24,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from core import clock, errors, heartbeats, metrics, operator_actions, reads
+from core import enqueue as enqueuing
 from core.api.auth import OPEN_ACTOR, READ, WRITE, Principal, Token, find_token
 from core.api.idempotency import IdempotencyStore, RequestGuard
 from core.api.problems import ApiProblem, Problem, add_secret, problem_response, redact
 from core.api.prometheus import DatabaseCollector
 from core.config import Settings
 from core.db import Database, DatabaseError
-from core.handlers import registry as default_registry
+from core.handlers import Registry
 from core.migrations import current_revision, head_revision
 from core.models import jobs_t
 from core.records import Job
@@ -276,9 +277,19 @@ _PROBLEM_CONTENT = {
 
 
 def create_app(settings: Settings, db: Database, *, tokens: list[Token] | None = None,
-               known_types: Callable[[], list[str]] | None = None) -> FastAPI:
+               known_types: Callable[[], list[str]] | None = None,
+               registry: Registry | None = None) -> FastAPI:
+    """`registry`: the app (its job types and their policies); None: the app the settings
+    name (SYNCBRIDGE_APP), else the demo app."""
+    from core.app_loading import load_app
+
     tokens = tokens or []
-    types = known_types or default_registry.names
+    app_registry = registry if registry is not None else load_app(settings.app,
+                                                                   demo=settings.demo)
+    types = known_types or app_registry.names
+
+    def max_attempts(job_type: str) -> int:
+        return app_registry.max_attempts(job_type, settings)
     try:
         add_secret(make_url(settings.database_url).password)
     except Exception:  # a malformed URL never reached this far; nothing to hide then
@@ -412,8 +423,8 @@ def create_app(settings: Settings, db: Database, *, tokens: list[Token] | None =
                 idempotency_key: str | None = Header(None, max_length=255)) -> JobOut:
         known = types()
         _check_job_type(job_type, known)
-        [r] = enqueue.enqueue_many(db, job_type, [body.entity_id], known_types=known,
-                                 max_attempts=settings.max_attempts, payload=body.payload,
+        [r] = enqueuing.enqueue_many(db, job_type, [body.entity_id], known_types=known,
+                                 max_attempts=max_attempts(job_type), payload=body.payload,
                                  correlation_id=body.correlation_id,
                                  run_at=_parse_run_at(body.run_at))
         if not r.created:
@@ -434,7 +445,7 @@ def create_app(settings: Settings, db: Database, *, tokens: list[Token] | None =
         _check_job_type(job_type, known)
         run_at = _parse_run_at(body.run_at)
         if run_at is not None:
-            enqueue.enqueue_many(db, job_type, [], known_types=known, max_attempts=1,
+            enqueuing.enqueue_many(db, job_type, [], known_types=known, max_attempts=1,
                                run_at=run_at)  # validates run_at alone, writes nothing
         items = [(e, body.payload) for e in body.entity_ids] + \
                 [(i.entity_id, i.payload) for i in body.items]
@@ -447,7 +458,7 @@ def create_app(settings: Settings, db: Database, *, tokens: list[Token] | None =
         payloads: dict[str, dict[str, Any] | None] = {}
         for n, (entity, payload) in enumerate(items):
             try:
-                enqueue.validate_entity_id(entity)
+                enqueuing.validate_entity_id(entity)
                 if payload is not None:
                     json.dumps(payload, allow_nan=False, ensure_ascii=False).encode()
             except errors.InvalidInput as exc:
@@ -462,8 +473,8 @@ def create_app(settings: Settings, db: Database, *, tokens: list[Token] | None =
             groups.setdefault(key, []).append(n)
             payloads[key] = payload
         for key, indexes in groups.items():
-            out = enqueue.enqueue_many(db, job_type, [items[n][0] for n in indexes],
-                                     known_types=known, max_attempts=settings.max_attempts,
+            out = enqueuing.enqueue_many(db, job_type, [items[n][0] for n in indexes],
+                                     known_types=known, max_attempts=max_attempts(job_type),
                                      payload=payloads[key], run_at=run_at)
             seen: set[int] = set()
             for n, r in zip(indexes, out, strict=True):
@@ -489,7 +500,7 @@ def create_app(settings: Settings, db: Database, *, tokens: list[Token] | None =
         cursor: Annotated[str | None, Query(max_length=200)] = None,
     ) -> JobPage:
         if job_type is not None:
-            enqueue.validate_job_type(job_type, types())
+            enqueuing.validate_job_type(job_type, types())
         flt = reads.JobFilter(statuses=tuple(status or ()), job_type=job_type, search=search)
         cond = flt.conditions_for(db)
         if cursor is not None:
@@ -575,11 +586,10 @@ def create_app(settings: Settings, db: Database, *, tokens: list[Token] | None =
              summary="`syncbridge upstreams --json`: breakers, pauses, limits per upstream")
     def upstreams(who: Principal = reader) -> list[dict[str, Any]]:
         from core import upstream_protection as up
-        from core.handlers import registry
 
         return [s.as_dict() for s in up.states(
             db, policy=up.Policy.from_settings(settings),
-            upstreams_by_type=up.type_upstreams(registry))]
+            upstreams_by_type=up.type_upstreams(app_registry))]
 
     @app.get("/api/workers", response_model=WorkersOut, tags=["health"],
              summary="Workers with a heartbeat")

@@ -21,6 +21,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 from sqlalchemy import Column, Double, Integer, MetaData, String, Table, Text, delete, select
+from sqlalchemy.dialects import postgresql, sqlite
 
 from core import clock
 from core.api.problems import problem_response
@@ -71,7 +72,9 @@ class IdempotencyStore:
         with self.db.write() as conn:
             conn.execute(delete(idempotency_t).where(t.scope == scope, t.key == key,
                                                      t.expires_at < now))
-            insert: Any = self.db.insert(idempotency_t)  # the dialect's (ON CONFLICT)
+            # The dialect's INSERT, for ON CONFLICT DO NOTHING.
+            insert = (postgresql.insert(idempotency_t) if self.db.is_postgres
+                      else sqlite.insert(idempotency_t))
             inserted = conn.execute(
                 insert.values(
                     scope=scope, key=key, fingerprint=fingerprint, state=IN_PROGRESS,
@@ -225,14 +228,17 @@ class RequestGuard:
             return
         captured = Stored(0, [], b"")
         parts: list[bytes] = []
+        held: list[Message] = []
 
         async def capture(message: Message) -> None:
+            # Held back until the answer is stored: a client that repeats the request the
+            # moment it reads the answer must find it stored, not "in progress".
             if message["type"] == "http.response.start":
                 captured.status_code = int(message["status"])
                 captured.headers = list(message.get("headers", []))
             elif message["type"] == "http.response.body":
                 parts.append(message.get("body", b""))
-            await send(message)
+            held.append(message)
 
         try:
             await self.app(scope, replay_receive, capture)
@@ -246,6 +252,8 @@ class RequestGuard:
             await anyio.to_thread.run_sync(store.abandon, principal, key)
         else:
             await anyio.to_thread.run_sync(store.finish, principal, key, captured)
+        for message in held:
+            await send(message)
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
         await problem_response(

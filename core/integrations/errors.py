@@ -28,6 +28,18 @@ class RetryableError(SyncError):
     retryable = True
 
 
+class RetryLater(RetryableError):
+    """Raise from a handler to be retried after `retry_in` seconds (at least; a longer
+    backoff wins, as with an upstream's Retry-After). The retry budget still applies."""
+
+    def __init__(self, message: str, *, retry_in: float,
+                 http_status: int | None = None) -> None:
+        super().__init__(message, http_status=http_status)
+        if not 0 <= retry_in <= 86400:
+            raise ValueError("retry_in must be 0 to 86400 seconds")
+        self.retry_in = float(retry_in)
+
+
 class UpstreamTimeout(RetryableError):
     """No answer, a 5xx, a timeout or a broken connection."""
 

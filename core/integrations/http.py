@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import math
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+from pydantic import BaseModel
+from pydantic import ValidationError as PydanticValidationError
 
 from core import clock
 from core.integrations.errors import (
@@ -125,3 +127,17 @@ async def _request_json(
             f"{what} answered invalid JSON: {_short(body.decode('utf-8', 'replace'), 80)}",
             http_status=response.status_code,
         ) from None
+
+
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+def validated(model: type[_Model], data: Any, what: str) -> _Model:
+    """What an upstream answered, checked against the model: a record that does not fit is a
+    ValidationError (not retried) naming the first field at fault."""
+    try:
+        return model.model_validate(data)
+    except PydanticValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "record"
+        raise ValidationError(f"{what} failed validation: {where}: {first['msg']}") from None

@@ -30,7 +30,7 @@ def cmd_mock_upstream(args: argparse.Namespace) -> int:
         server = MockUpstream().serve(port=args.port)
     except OSError as exc:
         raise CliError(f"cannot listen on 127.0.0.1:{args.port}: {exc.strerror}") from None
-    host, port = server.server_address[:2]
+    host, port = str(server.server_address[0]), int(server.server_address[1])
     print(f"mock upstream on http://{host}:{port}", flush=True)
     print(f"export SYNCBRIDGE_CRM_URL=http://{host}:{port}/crm", flush=True)
     print(f"export SYNCBRIDGE_BILLING_URL=http://{host}:{port}/billing", flush=True)

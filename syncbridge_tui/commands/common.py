@@ -12,6 +12,7 @@ from core.config import Settings, load_settings
 
 if TYPE_CHECKING:
     from core.db import Database
+    from core.handlers import Registry
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, EXIT_DUPLICATE = 0, 1, 2, 3
 
@@ -23,8 +24,18 @@ class CliError(Exception):
 
 
 def settings_for(args: argparse.Namespace, *, concurrency: int | None = None) -> Settings:
-    """Settings from the environment, with --db (and --concurrency) applied."""
-    return load_settings(database_url=getattr(args, "db", None), concurrency=concurrency)
+    """Settings from the environment, with --db, --app, --demo (and --concurrency) applied."""
+    return load_settings(database_url=getattr(args, "db", None), concurrency=concurrency,
+                         app=getattr(args, "app", None),
+                         demo=True if getattr(args, "demo", False) else None)
+
+
+def app_for(settings: Settings) -> Registry:
+    """The app the settings name (--app / SYNCBRIDGE_APP), else the demo app; AppError (a
+    SettingsError: one line, exit 2) when it cannot be loaded."""
+    from core.app_loading import load_app
+
+    return load_app(settings.app, demo=settings.demo)
 
 
 _opened: list[Database] = []

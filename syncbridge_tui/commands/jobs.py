@@ -7,7 +7,7 @@ import json
 import sys
 from collections.abc import Callable
 
-from core import enqueue, errors, operator_actions, reads
+from core import clock, enqueue, errors, operator_actions, reads
 from core.db import Database
 from core.records import Job
 from syncbridge_tui.commands.common import (
@@ -15,6 +15,7 @@ from syncbridge_tui.commands.common import (
     EXIT_OK,
     EXIT_USAGE,
     CliError,
+    app_for,
     open_db,
     print_json,
     settings_for,
@@ -24,9 +25,8 @@ from syncbridge_tui.text import ago, clean, ms, until
 
 
 def cmd_enqueue(args: argparse.Namespace) -> int:
-    from core.handlers import registry  # the HTTP client: only enqueue needs the job types
-
     settings = settings_for(args)
+    registry = app_for(settings)
     ids = list(args.entity_ids)
     if args.from_file:
         try:
@@ -49,6 +49,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
         if not isinstance(payload, dict):
             raise CliError("--payload must be a JSON object", EXIT_USAGE)
     # Validate before touching the database, so bad input never needs a connection.
+    run_at = _run_at(args)
     try:
         enqueue.validate_job_type(args.job_type, registry.names())
         for entity in ids:
@@ -58,8 +59,9 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     db = open_db(settings)
     try:
         results = enqueue.enqueue_many(db, args.job_type, ids, known_types=registry.names(),
-                                     max_attempts=settings.max_attempts, payload=payload,
-                                     correlation_id=args.correlation_id)
+                                     max_attempts=registry.max_attempts(args.job_type, settings),
+                                     payload=payload,
+                                     correlation_id=args.correlation_id, run_at=run_at)
     except errors.InvalidInput as exc:
         raise CliError(str(exc), EXIT_USAGE) from None
     if len(results) == 1:
@@ -82,6 +84,23 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     return EXIT_DUPLICATE if created == 0 else EXIT_OK
 
 
+def _run_at(args: argparse.Namespace) -> float | None:
+    """--in DURATION / --at TIME -> epoch seconds (None: now); the past is refused."""
+    from core import schedules
+
+    try:
+        if args.run_in is not None:
+            return clock.now() + schedules.parse_duration(args.run_in)
+        if args.run_at is not None:
+            at = schedules.parse_instant(args.run_at)
+            if at < clock.now():
+                raise errors.InvalidInput(f"--at {args.run_at} is in the past")
+            return at
+    except errors.InvalidInput as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+    return None
+
+
 def _job_line(job: Job, held: dict[int, str] | None = None) -> list[str]:
     next_run = until(job.next_run_at) if job.status == "pending" else "-"
     if held and job.id in held:
@@ -92,15 +111,20 @@ def _job_line(job: Job, held: dict[int, str] | None = None) -> list[str]:
 
 
 def _held(db: Database, jobs: list[Job]) -> dict[int, str]:
-    from core import upstream_protection
-    from core.handlers import registry
+    from core import upstream_protection  # reads what the workers recorded: no app needed
 
-    return upstream_protection.hold_reasons(
-        db, jobs, upstreams_by_type=upstream_protection.type_upstreams(registry))
+    return upstream_protection.hold_reasons(db, jobs)
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
-    db = open_db(settings_for(args))
+    settings = settings_for(args)
+    # Only a named app is loaded (a bad one is one line, exit 2): listing needs no job
+    # types, and the demo app would import the HTTP client (and with it rich).
+    known = app_for(settings).names() if settings.app else None
+    if known is not None and args.job_type is not None and args.job_type not in known:
+        print(f"syncbridge: note: {clean(args.job_type)!r} is not a job type of this app "
+              f"(known: {', '.join(known)})", file=sys.stderr)
+    db = open_db(settings)
     flt = reads.JobFilter(statuses=tuple(args.status or ()), job_type=args.job_type,
                           search=args.search)
     jobs = reads.list_jobs(db, flt, limit=args.limit)
@@ -133,7 +157,7 @@ def cmd_show(args: argparse.Namespace) -> int:
           f"attempts {job.attempt_count}/{job.max_attempts}")
     print(f"  correlation {job.correlation_id}  created {ago(job.created_at)}")
     if job.status == "pending":
-        print(f"  next run {until(job.next_run_at)}")
+        print(f"  next run {until(job.next_run_at)} ({clock.iso(job.next_run_at)})")
     if job.lease_owner:
         print(f"  lease {job.lease_owner} (token {job.lease_token}) "
               f"expires {until(job.lease_expires_at)}")

@@ -63,7 +63,7 @@ def cmd_upstreams(args: argparse.Namespace) -> int:
     settings = settings_for(args)
     policy = _policy(settings)
     db = open_db(settings)
-    found = up.states(db, policy=policy, upstreams_by_type=_types())
+    found = up.states(db, policy=policy, upstreams_by_type=_types(settings))
     if args.json:
         print_json([s.as_dict() for s in found])
         return EXIT_OK
@@ -85,10 +85,11 @@ def _rate(s: up.UpstreamState) -> str:
     return "-"
 
 
-def _types() -> dict[str, tuple[str, ...]]:
-    from core.handlers import registry  # the app's declarations when it has them
+def _types(settings: Settings) -> dict[str, tuple[str, ...]]:
+    """Job type -> upstreams, as the app (--app, else the demo) declares them."""
+    from syncbridge_tui.commands.common import app_for
 
-    return up.type_upstreams(registry)
+    return up.type_upstreams(app_for(settings))
 
 
 def cmd_upstream(args: argparse.Namespace) -> int:
@@ -99,21 +100,23 @@ def cmd_upstream(args: argparse.Namespace) -> int:
     settings = settings_for(args)
     policy = _policy(settings)
     db: Database = open_db(settings)
-    known = up.known_upstreams(db, _types(), policy)
+    by_type = _types(settings)
+    known = up.known_upstreams(db, by_type, policy)
     actor = operator_actions.current_actor()
     cooldown = settings.breaker_cooldown_seconds
+    kw = dict(actor=actor, known=known, cooldown=cooldown, by_type=by_type)
     try:
         if action == "pause":
-            up.pause(db, args.name, args.seconds, actor=actor, known=known, cooldown=cooldown)
+            up.pause(db, args.name, args.seconds, **kw)  # type: ignore[arg-type]
             print(f"upstream {clean(args.name)} paused for {args.seconds:g}s")
         elif action == "resume":
-            up.resume(db, args.name, actor=actor, known=known, cooldown=cooldown)
+            up.resume(db, args.name, **kw)  # type: ignore[arg-type]
             print(f"upstream {clean(args.name)} resumed")
         elif action == "reset":
-            up.reset(db, args.name, actor=actor, known=known, cooldown=cooldown)
+            up.reset(db, args.name, **kw)  # type: ignore[arg-type]
             print(f"upstream {clean(args.name)} breaker closed")
         else:
-            up.open_breaker(db, args.name, actor=actor, known=known, cooldown=cooldown)
+            up.open_breaker(db, args.name, **kw)  # type: ignore[arg-type]
             print(f"upstream {clean(args.name)} breaker opened")
     except up.UnknownUpstream as exc:
         raise CliError(str(exc), EXIT_USAGE) from None

@@ -8,18 +8,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from syncbridge_tui.commands.common import EXIT_OK, open_db, settings_for
+from syncbridge_tui.commands.common import EXIT_OK, app_for, open_db, settings_for
 
 
 def run_worker(args: argparse.Namespace) -> int:
     from core import logging as sblog
+    from core.integrations.clients import resolve_upstreams
     from core.shutdown import stop_on_signals
     from core.worker import Worker
 
     settings = settings_for(args, concurrency=args.concurrency)
+    registry = app_for(settings)
+    resolve_upstreams(registry, settings)  # refuse (one line, exit 2) before connecting
     sblog.configure(level=settings.log_level, log_file=settings.log_file)
     db = open_db(settings)
-    worker = Worker(db, settings)
+    worker = Worker(db, settings, registry=registry)
     if args.metrics_port is not None:
         from syncbridge_tui import serve_command
 

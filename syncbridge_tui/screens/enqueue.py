@@ -7,11 +7,12 @@ says which job it is and offers to open it.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import ClassVar
 
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Select, Static
@@ -26,7 +27,8 @@ Submit = Callable[[str, str], enqueue.EnqueueResult]  # (job type, entity id): t
 class EnqueueScreen(ModalScreen[int | None]):
     """Dismisses with the id of the job to open (new or existing), or None."""
 
-    BINDINGS = [Binding("escape", "close", "Close", id="enqueue.close")]
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "close", "Close", id="enqueue.close")]
 
     def __init__(self, job_types: list[str], *, submit: Submit, in_thread: InThread,
                  refuse_if_read_only: Callable[[str], bool], blink: bool = True) -> None:

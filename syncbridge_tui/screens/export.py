@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, Static
 
 
 class ExportScreen(ModalScreen[str | None]):
-    BINDINGS = [Binding("escape", "dismiss_none", "Cancel", id="export.cancel")]
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "dismiss_none", "Cancel", id="export.cancel")]
 
     def __init__(self, default_path: str, what: Text, blink: bool = True) -> None:
         super().__init__(classes="modal")

@@ -29,7 +29,8 @@ class MainScreen(Screen[None]):
         self.console = console
         jobs, dead = JobsPane(console, id="jobs"), DeadLettersPane(console, id="dead")
         metrics = MetricsPane(console.db, id="metrics")
-        workers = WorkersPane(console.db, console.settings.lease_seconds, id="workers")
+        workers = WorkersPane(console.db, console.settings.lease_seconds, id="workers",
+                              schedules=console.schedules())
         self.log_pane = LogPane(console.log_buffer, id="log")
         self._panes: dict[str, Pane] = {"jobs": jobs, "dead": dead, "metrics": metrics,
                                         "workers": workers, "log": self.log_pane}

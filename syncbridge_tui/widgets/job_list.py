@@ -26,7 +26,6 @@ from textual.widgets import DataTable, Input, Static
 
 from core import reads
 from core.db import Database
-from core.handlers import registry
 from core.reads import job_ids, latest_replays
 from core.records import Job
 from core.statuses import STATUSES
@@ -121,9 +120,36 @@ class JobList(Vertical):
         search.disabled = True
         yield search
         table = WindowTable(id="table")
+        self._layout = list(self.COLUMNS)
+        self._keep = list(range(len(self.COLUMNS)))
         for label, width in self.COLUMNS:
             table.add_column(label, width=width, key=label or "mark")
         yield table
+
+    def columns_for(self, width: int) -> list[tuple[str, int]]:
+        """The columns shown at this pane width (a subset of COLUMNS, in order); the jobs
+        pane gives the room to its LAST ERROR column."""
+        return list(self.COLUMNS)
+
+    def fit_columns(self, width: int) -> None:
+        layout = self.columns_for(width)
+        if layout == self._layout:
+            return
+        labels = [label for label, _ in self.COLUMNS]
+        self._layout = layout
+        self._keep = [labels.index(label) for label, _ in layout]
+        table = self.table
+        row = table.cursor_row
+        table.clear(columns=True)
+        table._shown.clear()
+        for label, w in layout:
+            table.add_column(label, width=w, key=label or "mark")
+        table.show_rows([self.shown_cells(self.row(job)) for job in self.jobs])
+        if self.jobs:
+            table.move_cursor(row=min(row, len(self.jobs) - 1))
+
+    def shown_cells(self, cells: tuple[Text, ...]) -> tuple[Text, ...]:
+        return tuple(cells[i] for i in self._keep)
 
     @property
     def table(self) -> WindowTable:
@@ -133,6 +159,7 @@ class JobList(Vertical):
         self.update_title()
 
     def on_resize(self) -> None:
+        self.fit_columns(self.size.width)
         # A taller or shorter terminal is a different window: fetch it.
         if self.loaded and self.display:
             self.console.request_poll()
@@ -224,7 +251,7 @@ class JobList(Vertical):
         self.total, self.capped = result.total, result.capped
         table = self.table
         previous_row = table.cursor_row
-        table.show_rows([self.row(job) for job in self.jobs])
+        table.show_rows([self.shown_cells(self.row(job)) for job in self.jobs])
         ids = [job.id for job in self.jobs]
         if self._want_row is not None:
             target = self._want_row if self._want_row >= 0 else len(ids) - 1
@@ -532,7 +559,7 @@ class JobList(Vertical):
         self.requery()
 
     def action_cycle_type(self) -> None:
-        cycle: list[str | None] = [None, *registry.names()]
+        cycle: list[str | None] = [None, *self.console.job_types()]
         i = cycle.index(self.state.job_type) if self.state.job_type in cycle else 0
         self.state.job_type = cycle[(i + 1) % len(cycle)]
         self.requery()
@@ -554,13 +581,36 @@ class JobList(Vertical):
 
 class JobsPane(JobList):
     TITLE = "Jobs"
-    COLUMNS = [("", 1), ("ID", 7), ("TYPE", 9), ("ENTITY", 22), ("STATUS", 9),
+    COLUMNS = [("", 1), ("ID", 7), ("TYPE", 9), ("ENTITY", 18), ("STATUS", 9),
                ("ATTEMPTS", 9), ("NEXT RUN", 9), ("AGE", 10), ("CORRELATION", 13),
                ("FROM", 6), ("LAST ERROR", 20)]
+    # Narrower terminals drop columns, least read first; ENTITY shrinks; LAST ERROR (what
+    # an operator reads first) takes whatever is left, at least MIN_ERROR.
+    NARROW = (("CORRELATION", "FROM"), ("AGE", "ATTEMPTS"))
+    MIN_ERROR = 20
+
+    def columns_for(self, width: int) -> list[tuple[str, int]]:
+        usable = width - 2  # the vertical scrollbar
+        narrow = {"ENTITY": 18, "ID": 7, "TYPE": 9, "STATUS": 9}
+        dropped: set[str] = set()
+        for step in (0, *range(1, len(self.NARROW) + 1)):
+            dropped = {label for group in self.NARROW[:step] for label in group}
+            if step:
+                narrow = {"ENTITY": 14 if step == 1 else 12, "ID": 7 if step == 1 else 6,
+                          "TYPE": 9 if step == 1 else 8, "STATUS": 9 if step == 1 else 8}
+            cols = [(label, narrow.get(label, w)) for label, w in self.COLUMNS
+                    if label not in dropped]
+            room = usable - sum(w + 2 for label, w in cols if label != "LAST ERROR") - 2
+            if room >= self.MIN_ERROR:
+                break
+        return [(label, max(room, self.MIN_ERROR) if label == "LAST ERROR" else w)
+                for label, w in cols]
 
     def row(self, job: Job) -> tuple[Text, ...]:
         next_run = until(job.next_run_at) if job.status == "pending" else "-"
-        err = job.dead_error_type or job.last_error_type
+        err_type = job.dead_error_type or job.last_error_type
+        message = job.dead_error or job.last_error
+        err = f"{err_type}: {message}" if err_type and message else err_type
         return (self.mark_cell(job), cell(job.id), cell(job.job_type), cell(job.entity_id),
                 status_cell(job.status), cell(f"{job.attempt_count}/{job.max_attempts}"),
                 cell(next_run), cell(ago(job.created_at)), cell(job.correlation_id[:12], "dim"),

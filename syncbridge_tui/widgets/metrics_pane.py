@@ -14,6 +14,7 @@ from textual.widgets import DataTable, Sparkline, Static
 from core import metrics
 from core.db import Database
 from syncbridge_tui.cells import cell
+from syncbridge_tui.commands.health import retention_line
 from syncbridge_tui.text import ms, pct
 from syncbridge_tui.widgets.window_table import WindowTable
 
@@ -60,6 +61,7 @@ class MetricsPane(Vertical):
         # afterwards the pane shows its last figures at once whenever it is switched to.
         yield Static(Text("loading… (counting every job takes a moment on a big queue)",
                           style="dim italic"), id="latency", classes="spark-label")
+        yield Static(id="retention", classes="spark-label")
 
     def focus_table(self) -> None:
         self.query_one(DataTable).focus()
@@ -89,7 +91,7 @@ class MetricsPane(Vertical):
         table = self.query_one(WindowTable)
         m = data.metrics
         rows = [("all", m.overall), *m.per_type.items()]
-        keys = {str(r.key.value) for r in table.rows}
+        keys = {str(r.value) for r in table.rows}
         changes = []
         for name, t in rows:
             s = t.by_status
@@ -127,4 +129,5 @@ class MetricsPane(Vertical):
             ("  dead letters ", "dim"),
             (str(o.dead_letter_depth), "bold magenta"), ("  due now ", "dim"),
             str(o.due_depth), ("  success rate ", "dim"), pct(o.success_rate)))
+        self.query_one("#retention", Static).update(Text(retention_line(m), style="dim"))
         self.loaded = True

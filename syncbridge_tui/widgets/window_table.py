@@ -134,13 +134,16 @@ class WindowTable(DataTable[Text]):
                                         cursor, hover)
         row_key = self._row_locations.get_key(row_index)
         column_key = self._column_locations.get_key(column_index)
+        if row_key is None or column_key is None:  # outside the table: Textual draws it
+            return super()._render_cell(row_index, column_index, base_style, width,
+                                        cursor, hover)
         cache_key = (row_key, column_key, base_style, cursor, hover, self._show_hover_cursor,
                      self._update_count, self._pseudo_class_state)
         cached = self._cell_render_cache.get(cache_key)
         if cached is not None:
             return cached
-        value = self._data[row_key].get(column_key) if row_key is not None else None
-        row = self.rows.get(row_key) if row_key is not None else None
+        value = self._data[row_key].get(column_key)
+        row = self.rows.get(row_key)
         if (row is None or row.height != 1 or type(value) is not Text or value.spans
                 or value.overflow != "ellipsis" or value.justify not in (None, "default", "left")
                 or "\n" in value.plain or value.end != "\n"):
@@ -203,14 +206,19 @@ class WindowTable(DataTable[Text]):
         indexes.discard(None)
         regions = [self._get_row_region(i) for i in indexes if i is not None]
         ys = {y for r in regions for y in range(r.y, r.y + r.height)}
-        for cache, test in (
-            (self._cell_render_cache, lambda k: (k[0], k[1]) in cells),
-            (self._row_render_cache, lambda k: k[0] in row_keys),
-            (self._row_renderable_cache, lambda k: k[1] in indexes),
-            (self._line_cache, lambda k: k[0] in ys),
-        ):
-            for key in [k for k in cache.keys() if test(k)]:  # noqa: SIM118 (an LRUCache)
-                cache.discard(key)
+        # Each of Textual's caches has its own key shape, so each is swept on its own.
+        for cell_key in [k for k in self._cell_render_cache.keys()  # noqa: SIM118 (LRUCache)
+                         if (k[0], k[1]) in cells]:
+            self._cell_render_cache.discard(cell_key)
+        for row_key in [k for k in self._row_render_cache.keys()  # noqa: SIM118
+                        if k[0] in row_keys]:
+            self._row_render_cache.discard(row_key)
+        for index_key in [k for k in self._row_renderable_cache.keys()  # noqa: SIM118
+                          if k[1] in indexes]:
+            self._row_renderable_cache.discard(index_key)
+        for line_key in [k for k in self._line_cache.keys()  # noqa: SIM118
+                         if k[0] in ys]:
+            self._line_cache.discard(line_key)
         for region in regions:
             self._refresh_region(region)
 

@@ -391,7 +391,7 @@ def test_worker_metrics_port_counts_what_the_attempts_table_holds(
     proc = subprocess.Popen(
         [sys.executable, "-m", "syncbridge_tui", "--worker-only", "--metrics-port", str(port),
          "--db", with_password(db_url)],
-        env=env_for(job_backoff_seconds_base="0.01", job_backoff_seconds_cap="0.02",
+        env=env_for(demo="1", job_backoff_seconds_base="0.01", job_backoff_seconds_cap="0.02",
                     poll_seconds="0.02"),
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:

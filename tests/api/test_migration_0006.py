@@ -21,7 +21,7 @@ def test_0006_creates_and_drops_the_idempotency_table(empty_db: Database) -> Non
     _migrate(db, "upgrade", "0005")
     assert TABLE not in inspect(db.engine).get_table_names()
     _migrate(db, "upgrade", "head")
-    assert current_revision(db) == head_revision() == "0006"
+    assert current_revision(db) == head_revision()
     insp = inspect(db.engine)
     assert insp.get_pk_constraint(TABLE)["constrained_columns"] == ["scope", "key"]
     assert {i["name"] for i in insp.get_indexes(TABLE)} == {"ix_sync_api_idempotency_expires"}

@@ -1,7 +1,9 @@
-"""A real worker process for the upstream-protection scenarios: core's Worker with two job
-types, `alpha` and `beta`, each calling its own named upstream (`GET /{name}/items/{id}` on
-the mock upstream over loopback HTTP). Settings come from SYNCBRIDGE_* as for
-`syncbridge --worker-only`; the mock's base URL from SYNCBRIDGE_TEST_UPSTREAM.
+"""A real worker process for the upstream-protection scenarios: core's Worker with an app
+of two job types, `alpha` and `beta`, each declaring its own named upstream (issue 10's
+`registry.upstream` / `upstreams=(...)`) and calling it through `ctx.upstream(name)`:
+`GET /{name}/items/{id}` on the mock upstream over loopback HTTP. Settings come from
+SYNCBRIDGE_* as for `syncbridge --worker-only`; the mock's base URL from
+SYNCBRIDGE_TEST_UPSTREAM.
 
     python -m tests.reliability._protect_worker [--until-empty] [--concurrency N]
 """
@@ -14,8 +16,6 @@ import os
 from typing import Any
 from urllib.parse import quote
 
-import httpx
-
 from core import logging as sblog
 from core.config import load_settings
 from core.handlers import JobContext, Registry
@@ -25,28 +25,19 @@ from core.shutdown import stop_on_signals
 from core.worker import Worker
 
 UPSTREAMS = {"alpha": ("alpha",), "beta": ("beta",)}
-_clients: dict[str, httpx.AsyncClient] = {}
 
 
-def client(name: str) -> httpx.AsyncClient:
-    if name not in _clients:
-        base = os.environ["SYNCBRIDGE_TEST_UPSTREAM"].rstrip("/")
-        c = httpx.AsyncClient(base_url=f"{base}/{name}", timeout=load_settings()
-                              .http_timeout_seconds)
-        c.upstream_name = name  # type: ignore[attr-defined]  # errors name their upstream
-        _clients[name] = c
-    return _clients[name]
-
-
-def make_registry() -> Registry:
+def make_registry(base: str) -> Registry:
     reg = Registry()
     for name in UPSTREAMS:
+        reg.upstream(name, url=f"{base.rstrip('/')}/{name}")
+
         async def handler(ctx: JobContext, name: str = name) -> dict[str, Any]:
-            got = await request_json(client(name), "GET",
+            got = await request_json(ctx.upstream(name), "GET",
                                      f"/items/{quote(ctx.entity_id, safe='')}", what=name)
             return {"id": got["id"]}
 
-        reg.register(name, handler)
+        reg.register(name, handler, upstreams=(name,))
     return reg
 
 
@@ -58,7 +49,7 @@ def main() -> None:
     settings = load_settings(concurrency=args.concurrency)
     sblog.configure(level=settings.log_level, log_file=settings.log_file)
     db = open_database(settings)
-    worker = Worker(db, settings, registry=make_registry(), upstreams=UPSTREAMS)
+    worker = Worker(db, settings, registry=make_registry(os.environ["SYNCBRIDGE_TEST_UPSTREAM"]))
     stop_on_signals(worker)
     asyncio.run(worker.run(until_empty=args.until_empty))
 

@@ -28,7 +28,7 @@ from sqlalchemy import func, select, text
 
 import core.enqueue
 from core.db import Database
-from core.handlers import registry
+from core.demo import registry
 from core.models import attempts_t, jobs_t
 from core.statuses import ACTIVE_STATUSES
 from tests.helpers import wait_for
@@ -178,6 +178,8 @@ def start_worker(procs: Procs, name: str, db_url: str, upstream: str | None, *,
                  max_seconds: float = 240.0, crm_url: str | None = None) -> Proc:
     spec = spec or WorkerSpec()
     log_file = procs.tmp / f"{name}.log"
+    settings: dict[str, Any] = dict(log_file=log_file, log_level="info", demo=1)
+    settings.update(spec.extra)  # e.g. log_level="debug"
     env = clean_env(
         database_url=db_url,
         crm_url=crm_url or (f"{upstream}/crm" if upstream else None),
@@ -187,7 +189,7 @@ def start_worker(procs: Procs, name: str, db_url: str, upstream: str | None, *,
         job_backoff_seconds_cap=spec.job_backoff_seconds_cap,
         shutdown_timeout_seconds=spec.shutdown_timeout_seconds,
         http_timeout_seconds=spec.http_timeout_seconds,
-        log_file=log_file, log_level="info", **spec.extra,
+        **settings,
     )
     args = ["--worker-only", "--concurrency", str(spec.concurrency), "--db", db_url]
     if until_empty:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,16 @@ def transition_log(db: Database) -> Iterator[Database]:
         s.remove_transition_log(db)
 
 
+RUN: dict[str, Any] = {"started": time.time(), "outcomes": {}}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Count what the run observed (passed, failed, skipped), for the summary's `_run`."""
+    if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
+        outcomes = RUN["outcomes"]
+        outcomes[report.outcome] = outcomes.get(report.outcome, 0) + 1
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if not FIGURES:
         return
@@ -78,6 +89,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         except ValueError:
             previous = {}
     previous.update(FIGURES)
+    previous["_run"] = {"date": time.strftime("%Y-%m-%d", time.gmtime(RUN["started"])),
+                        "seconds": round(time.time() - RUN["started"]),
+                        "outcomes": dict(RUN["outcomes"]), "cpus": os.cpu_count(),
+                        "load_average_1m": round(os.getloadavg()[0], 1)}
     path.write_text(json.dumps(previous, indent=2, sort_keys=True))
 
 

@@ -21,8 +21,8 @@ import pytest
 from sqlalchemy import select
 
 from core import enqueue, operator_actions
+from core.demo import registry
 from core.errors import ControlError, DuplicateJob
-from core.handlers import registry
 from core.models import audit_t, jobs_t
 from tests.helpers import wait_for
 from tests.reliability import _support as s

@@ -19,7 +19,7 @@ from collections import Counter
 import pytest
 from sqlalchemy import update
 
-from core import enqueue, reads
+from core import clock, enqueue, reads
 from core.handlers import Registry
 from core.integrations.mock import MockUpstream
 from core.models import jobs_t
@@ -79,11 +79,15 @@ def test_sigterm_under_load(db_url, transition_log, upstream, black_hole, procs,
     wait_for(lambda: slow in _running(db, id1) and procs.check_deadlines() is None,
              timeout=30, message="W1 mid-attempt on the slow job")
     hanging = set(_running(db, id2))
+    w1_in_flight = set(_running(db, id1))
     busy_before = s.status_counts(db)
 
+    sigterm_at = clock.now()
     t0 = time.monotonic()
-    w1.signal(signal.SIGTERM)
-    w2.signal(signal.SIGTERM)
+    sigterms = 0
+    for w in (w1, w2):
+        w.signal(signal.SIGTERM)
+        sigterms += 1
     rc2 = w2.wait(15)
     t2 = time.monotonic() - t0
     rc1 = w1.wait(20)
@@ -113,15 +117,24 @@ def test_sigterm_under_load(db_url, transition_log, upstream, black_hole, procs,
     final = s.status_counts(db)
     jobs, attempts = s.all_jobs(db), s.all_attempts(db)
     multi = [j for j, rows in attempts.items() if sum(a.outcome == "success" for a in rows) > 1]
-    record(backend=backend(db_url), jobs=len(jobs), workers=3, sigterms=2,
-           in_flight_at_sigterm=len(hanging) + 1, released=len(released),
-           finished_during_shutdown=1, w1_exit_seconds=round(t1, 1),
+    # Duplicated: more than one success attempt, or more than one Billing write at the mock.
+    writes = s.billing_writes(upstream)
+    twice_billed = [j for j, job in jobs.items() if writes.get(job.correlation_id, 0) > 1]
+    finished_in_shutdown = [a for rows in attempts.values() for a in rows
+                            if a.worker_id == id1 and a.outcome == "success"
+                            and a.finished_at >= sigterm_at]
+    record(backend=backend(db_url), jobs=len(jobs), workers=len(procs.procs),
+           sigterms=sigterms, in_flight_at_sigterm=len(hanging) + len(w1_in_flight),
+           released=len(released), finished_during_shutdown=len(finished_in_shutdown),
+           billing_writes=sum(writes.get(j.correlation_id, 0) for j in jobs.values()),
+           w1_exit_seconds=round(t1, 1),
            w2_exit_seconds=round(t2, 1), status_before=dict(busy_before),
-           final=dict(final), lost=len(jobs) - final["success"], duplicated=len(multi),
-           stuck=len(s.stuck_jobs(db)),
+           final=dict(final), lost=len(jobs) - final["success"],
+           duplicated=len(set(multi) | set(twice_billed)), stuck=len(s.stuck_jobs(db)),
            outcomes=dict(Counter(a.outcome for rows in attempts.values() for a in rows)))
     assert final == Counter({"success": len(jobs)}), final
-    assert multi == []
+    assert multi == [] and twice_billed == []
+    assert slow in {a.job_id for a in finished_in_shutdown}
     assert s.budget_violations(jobs, attempts) == []
     assert s.illegal_transitions(db) == []
 
@@ -165,13 +178,19 @@ def test_second_sigterm_releases_at_once(db_url, db, upstream, black_hole, procs
              timeout=10, message="the drain to start")
     t0 = time.monotonic()
     w.signal(signal.SIGTERM)
+    sigterms = 2
     assert w.wait(20) == 0, w.tail()
     took = time.monotonic() - t0
     counts = s.status_counts(db)
     jobs, attempts = s.all_jobs(db), s.all_attempts(db)
-    record(backend=backend(db_url), jobs=8, workers=1, sigterms=2,
-           exit_seconds_after_second=round(took, 1), final=dict(counts), lost=0,
-           duplicated=0, stuck=counts["running"])
+    # Expected right after the stop: every job pending again (released), none run twice.
+    record(backend=backend(db_url), jobs=len(jobs), workers=len(procs.procs),
+           sigterms=sigterms, exit_seconds_after_second=round(took, 1), final=dict(counts),
+           released=sum(a.outcome == "released" for rows in attempts.values() for a in rows),
+           lost=sum(j.status != "pending" for j in jobs.values()),
+           duplicated=sum(max(0, sum(a.outcome == "success" for a in rows) - 1)
+                          for rows in attempts.values()),
+           stuck=counts["running"])
     assert took < 10, f"the second SIGTERM took {took:.1f}s to stop the worker"
     assert counts == {"pending": 8}, counts
     assert s.budget_violations(jobs, attempts) == []

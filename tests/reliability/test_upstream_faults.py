@@ -92,9 +92,21 @@ def test_upstream_faults_are_classified(db_url, db, upstream, procs, record):
             seen[entity].append(round(gap, 2))
 
     markup = all_attempts[jobs["x_markup"]][0].error_message
-    record(backend=backend(db_url), faults=len(expected), jobs=len(expected), workers=2,
-           classified_as_designed=len(expected) - len(wrong), table=seen,
-           lost=0, duplicated=0, stuck=len(s.stuck_jobs(db)))
+    # Lost: a job not in its designed final state. Duplicated: a job with more than one
+    # success attempt, or with more than one Billing write at the mock (by correlation id).
+    writes = s.billing_writes(upstream)
+    ours = {entity: rows[job_id] for entity, job_id in jobs.items()}
+    lost = sum(job.status != ("dead" if expected[entity][2] == RETRY_DEAD else "failed")
+               for entity, job in ours.items())
+    duplicated = sum(
+        max(0, sum(a.outcome == "success" for a in all_attempts[job.id]) - 1)
+        + max(0, writes.get(job.correlation_id, 0) - 1) for job in ours.values())
+    record(backend=backend(db_url), faults=len(expected), jobs=len(ours),
+           workers=len(procs.procs), classified_as_designed=len(expected) - len(wrong),
+           table=seen, billing_writes=sum(writes.get(j.correlation_id, 0)
+                                          for j in ours.values()),
+           lost=lost, duplicated=duplicated, stuck=len(s.stuck_jobs(db)))
     assert wrong == {}
+    assert lost == 0 and duplicated == 0
     assert "[bold red]BOOM[/]" in markup, "upstream text is stored literally"
     assert s.stuck_jobs(db) == []

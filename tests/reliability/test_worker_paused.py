@@ -37,12 +37,19 @@ def _attempt(db, job_id: int, number: int):
     return next((a for a in reads.attempts_for(db, job_id) if a.number == number), None)
 
 
+def _stopped(pid: int) -> bool:
+    """The process is in the stopped state (every thread: /proc says T for the group)."""
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0] == "T"
+
+
 def _stop_outside_transaction(procs, proc, db, db_url: str) -> int:
     """SIGSTOP `proc` at a moment it holds no lock (a frozen lock holder would stall every
     other worker: a real hazard, but not this scenario). Returns how many tries it took."""
     for tries in range(1, 200):
         proc.signal(signal.SIGSTOP)
-        time.sleep(0.05)  # let the stop land before we look
+        wait_for(lambda: _stopped(proc.pid), timeout=5, interval=0.005,
+                 message="the SIGSTOP to land")
         free = (s.sqlite_lock_free(db_url) if db_url.startswith("sqlite")
                 else s.pg_busy_sessions(db) == 0)
         if free:
@@ -91,7 +98,8 @@ def _pg_dsn(db_url: str) -> str:
 def test_paused_worker_is_fenced_out(db_url, db, upstream, procs, record):
     (job_id,) = s.enqueue(db, "customer", ["x_slow"], max_attempts=3)
     corr = reads.get_job(db, job_id).correlation_id
-    spec = s.WorkerSpec(lease_seconds=LEASE, concurrency=2, shutdown_timeout_seconds=1)
+    spec = s.WorkerSpec(lease_seconds=LEASE, concurrency=2, shutdown_timeout_seconds=1,
+                        extra={"log_level": "debug"})
     requests_before = _mock_requests(upstream)
     a = s.start_worker(procs, "A", db_url, upstream, spec=spec, max_seconds=60)
     wait_for(lambda: (_attempt(db, job_id, 1) or None) and procs.check_deadlines() is None,
@@ -132,9 +140,12 @@ def test_paused_worker_is_fenced_out(db_url, db, upstream, procs, record):
         wait_for(lambda: s.billing_writes(upstream).get(corr, 0) == 1, timeout=10,
                  message="A's late Billing write")
         if db_url.startswith("sqlite"):
-            # Under the file lock nothing is observable; the result is queued within a
-            # millisecond of the Billing answer.
-            time.sleep(0.3)
+            # Under the file lock the database shows nothing: A's own log (at debug) says
+            # when its late result is queued for writing.
+            wait_for(lambda: any(e.get("event") == "attempt.queued"
+                                 and e.get("job_id") == job_id and e.get("attempt") == 1
+                                 for e in a.log_events()),
+                     timeout=10, message="A's late result to be queued")
         else:
             wait_for(lambda: _attempt(db, job_id, 1).outcome == "lease_lost", timeout=10,
                      message="A's late result to be fenced")
@@ -153,11 +164,15 @@ def test_paused_worker_is_fenced_out(db_url, db, upstream, procs, record):
     assert a.wait(15) == 0 and b.wait(15) == 0, procs.tails()
     assert not procs.tracebacks(), procs.tails()
 
-    record(backend=backend(db_url), jobs=1, workers=2, paused_seconds=round(paused_for, 1),
+    record(backend=backend(db_url), jobs=1, workers=len(procs.procs), lease_seconds=LEASE,
+           paused_seconds=round(paused_for, 1),
            stop_tries=tries, late_path=[e["event"] for e in events],
            history=[a_.outcome for a_ in reads.attempts_for(db, job_id)],
            billing_writes=s.billing_writes(upstream).get(corr, 0),
-           lost=int(job.status != "success"), duplicated=0, stuck=int(job.status == "running"))
+           lost=int(job.status != "success"),
+           duplicated=max(0, sum(a_.outcome == "success"
+                                 for a_ in reads.attempts_for(db, job_id)) - 1),
+           stuck=len(s.stuck_jobs(db)))
 
     assert job.status == "success"
     assert job.lease_token == 2 and job.attempt_count == 2 and job.lease_owner is None

@@ -24,16 +24,19 @@ from core.config import Settings, load_settings
 from core.db import Database
 from core.migrations import upgrade
 from syncbridge_tui.app import ConsoleOptions, SyncBridgeApp, create_app
+from syncbridge_tui.engine import LogLine
 from syncbridge_tui.screenshots import SIZE, settle, wait_until
+from tests.helpers import async_wait_for
 from tests.tui.worker_jobs import slow_registry
 
 pytestmark = pytest.mark.anyio
 ROOT = Path(__file__).resolve().parents[2]
+THROUGHPUT_WINDOW_SECONDS = 5.0  # core Worker.throughput's window
 
 
 def settings_for(tmp_path: Path, **overrides: object) -> Settings:
     values: dict[str, object] = dict(
-        database_url=f"sqlite:///{tmp_path}/console.db", job_backoff_seconds_base=0.01,
+        database_url=f"sqlite:///{tmp_path}/console.db", demo=True, job_backoff_seconds_base=0.01,
         job_backoff_seconds_cap=0.05, lease_seconds=3, poll_seconds=0.02,
         shutdown_timeout_seconds=0.3)
     values.update(overrides)
@@ -133,7 +136,8 @@ async def test_quit_leaves_no_live_lease_and_no_process(
         assert pid is not None and alive(pid)
         await pilot.press("q")
         await wait_until(pilot, lambda: engine.done.is_set(), what="the worker to stop")
-    assert not app.is_running
+        # `q` closes the console by itself (leaving run_test's block would close it anyway).
+        await async_wait_for(lambda: not app.is_running, message="q to close the console")
     assert engine.error is None
     assert not alive(pid)
     job = reads.get_job(db, job_id)
@@ -174,20 +178,28 @@ async def test_console_cancel_stops_the_childs_handler(tmp_path: Path) -> None:
 
 async def test_log_lines_and_wake_ups_cross_the_process(tmp_path: Path) -> None:
     # A 5 s poll: a job the console enqueues starts at once only if its wake-up reaches
-    # the child (SQLite has no cross-process notification).
-    settings = settings_for(tmp_path, poll_seconds=5)
+    # the child (SQLite has no cross-process notification). At debug level the child logs
+    # `claim.empty` when a claim finds nothing, just before its claim loop goes to sleep.
+    poll = 5.0
+    settings = settings_for(tmp_path, poll_seconds=poll, log_level="debug")
     db = Database(settings.database_url)
     upgrade(db)
     app = make(settings, db)
+
+    def lines(event: str) -> list[LogLine]:
+        return [line for line in app.log_buffer.since(0) if line.event.get("event") == event]
+
     try:
         async with app.run_test(size=SIZE) as pilot:
             engine = app.engine
             assert engine is not None
             await wait_until(pilot, lambda: engine.state == "running", what="the worker")
-            await wait_until(pilot, lambda: any(line.event.get("event") == "worker.started"
-                                                for line in app.log_buffer.since(0)),
-                             what="the child's worker.started line")
-            await asyncio.sleep(0.2)  # the child's claim loop is now asleep for 5 s
+            started = await async_wait_for(lambda: lines("worker.started"), timeout=30,
+                                           message="the child's worker.started line")
+            # An empty claim after the start: the child's claim loop is now asleep for 5 s.
+            await async_wait_for(
+                lambda: [x for x in lines("claim.empty") if x.seq > started[0].seq],
+                timeout=30, message="an empty claim of the child")
             t0 = time.monotonic()
             job_id = await asyncio.to_thread(lambda: app.enqueue_one("customer", "c_1001")
                                              .job_id)
@@ -207,9 +219,31 @@ async def test_log_lines_and_wake_ups_cross_the_process(tmp_path: Path) -> None:
 
             await wait_until(pilot, lambda: app.screen.query_one(LogPane).lines_shown >= 2,
                              what="the log pane to show the child's lines")
-            assert engine.throughput() >= 0.0
     finally:
         db.dispose()
+
+
+async def test_throughput_counts_the_jobs_the_child_finished(
+        fresh: tuple[Settings, Database]) -> None:
+    """The jobs/s the console shows is the child's count of finished jobs over its 5 s
+    window: after N jobs finish it is above zero and at most N / 5."""
+    settings, db = fresh
+    app = make(settings, db)
+    n = 6
+    async with app.run_test(size=SIZE) as pilot:
+        engine = app.engine
+        assert engine is not None
+        await wait_until(pilot, lambda: engine.state == "running", what="the worker")
+        ids = [enqueue(db, "customer", f"c_{3001 + k}") for k in range(n)]
+        await wait_until(pilot, lambda: all(status(db, j) in ("success", "failed")
+                                            for j in ids), what="the jobs to finish")
+        await wait_until(pilot, lambda: engine.processed == n and engine.throughput() > 0,
+                         what="the child to report the finished jobs")
+        rate = engine.throughput()
+        assert 0 < rate <= n / THROUGHPUT_WINDOW_SECONDS + 1e-9, rate
+        await pilot.press("q")
+        await wait_until(pilot, lambda: engine.done.is_set(), what="the worker to stop")
+    assert engine.throughput() == 0.0  # a stopped worker runs nothing
 
 
 async def test_worker_start_error_is_a_toast_and_a_header_state(
@@ -226,7 +260,7 @@ async def test_worker_start_error_is_a_toast_and_a_header_state(
         info = app.header_info()
         assert info.worker == "stopped" and "bogus" in info.worker_note
         await pilot.press("q")
-    assert not app.is_running
+        await async_wait_for(lambda: not app.is_running, message="q to close the console")
 
 
 _ORPHAN = """
@@ -240,7 +274,7 @@ from syncbridge_tui.engine import EmbeddedWorker
 from tests.tui.worker_jobs import slow_registry
 
 if __name__ == "__main__":
-    settings = load_settings(database_url={url!r}, lease_seconds=60, poll_seconds=0.02,
+    settings = load_settings(database_url={url!r}, demo=True, lease_seconds=60, poll_seconds=0.02,
                              shutdown_timeout_seconds=0.3)
     db = Database(settings.database_url)
     engine = EmbeddedWorker(db, settings, registry=slow_registry)

@@ -7,10 +7,11 @@ import threading
 from pathlib import Path
 
 import pytest
+from textual.command import CommandList, CommandPalette
 from textual.widgets import Input
 
 from core import enqueue, reads
-from core.handlers import registry
+from core.demo import registry
 from syncbridge_tui.app import SyncBridgeApp
 from syncbridge_tui.screens.confirm import ConfirmScreen
 from syncbridge_tui.screens.detail import DetailScreen
@@ -325,8 +326,18 @@ async def test_palette_runs_an_action(showcase: MakeApp) -> None:
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         await press(pilot, "2")
-        await pilot.press("ctrl+p", *"Replay (p)")
-        await pilot.pause(0.3)
+        await pilot.press("ctrl+p")
+        await wait_until(pilot, lambda: isinstance(app.screen, CommandPalette),
+                         what="the command palette to be the active screen")
+        await pilot.press(*"Replay (p)")
+        commands = app.screen.query_one(CommandList)
+
+        def replay_hit() -> bool:
+            prompts = [str(commands.get_option_at_index(i).prompt)
+                       for i in range(commands.option_count)]
+            return bool(prompts) and "Replay" in prompts[0]
+
+        await wait_until(pilot, replay_hit, what="the palette to list the Replay command")
         await pilot.press("enter")
         await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen),
                          what="the palette to open the replay confirmation")
@@ -367,9 +378,11 @@ async def test_polls_never_overlap_and_coalesce(showcase: MakeApp) -> None:
         for _ in range(5):
             app.request_poll()
         await wait_until(pilot, lambda: calls == 1, what="the first slow poll")
-        assert app.is_running  # the UI loop is not blocked by the database
         await pilot.press("j")
         assert jl.table.cursor_row == 1
+        # The key was handled while the poll was still held in the database: the UI loop
+        # does not wait for the database.
+        assert running == 1 and not gate.is_set()
         gate.set()
         await wait_until(pilot, lambda: app.poll_count == before + 2 and not app._polling,
                          what="the coalesced poll")
@@ -413,7 +426,7 @@ def test_run_app_seeds_only_an_empty_writable_database(
     seen: list[app_module.ConsoleOptions] = []
     monkeypatch.setattr(app_module.SyncBridgeApp, "run",
                         lambda self, **_: seen.append(self.options))
-    settings = load_settings(database_url=f"sqlite:///{tmp_path}/run.db")
+    settings = load_settings(database_url=f"sqlite:///{tmp_path}/run.db", demo=True)
 
     def args(**kw: object) -> argparse.Namespace:
         base = dict(db=None, no_worker=True, read_only=False, no_demo=False, concurrency=None)

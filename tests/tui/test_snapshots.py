@@ -79,3 +79,17 @@ def test_export_modal(showcase: MakeApp, snap_compare: Any) -> None:
                          what="the export modal")
 
     assert snap_compare(showcase(), terminal_size=SIZE, run_before=run)
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_jobs_narrow(width: int, showcase: MakeApp, snap_compare: Any) -> None:
+    """Narrower terminals drop the least-read columns; LAST ERROR keeps 20+ characters."""
+    assert snap_compare(showcase(), terminal_size=(width, 30), run_before=scene_jobs_narrow)
+
+
+async def scene_jobs_narrow(pilot: Pilot[int]) -> None:
+    await settle(pilot)
+    labels = [str(c.label) for c in pilot.app.screen.query_one("#table").columns.values()]
+    assert labels[-1] == "LAST ERROR"
+    width = list(pilot.app.screen.query_one("#table").columns.values())[-1].width
+    assert width >= 20, width

@@ -11,7 +11,7 @@ from textual.app import App, ComposeResult
 from textual.widgets import DataTable
 
 from core import enqueue
-from core.handlers import registry
+from core.demo import registry
 from syncbridge_tui.cells import cell, status_cell
 from syncbridge_tui.screenshots import SIZE, settle
 from syncbridge_tui.widgets import job_list as job_list_module

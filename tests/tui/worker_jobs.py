@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from core.handlers import JobContext, registry
+from core.demo import registry
+from core.handlers import JobContext
 
 slow_registry = registry.copy()
 

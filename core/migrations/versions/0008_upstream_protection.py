@@ -1,12 +1,13 @@
 """upstream protection: the fleet's shared state per named upstream
 
 Revision ID: 0008
-Revises: 0006 (TEMPORARY: TIME's 0007 is not merged yet; the chain is fixed at merge to 0007)
+Revises: 0007
 Create Date: 2026-12-01
 
 `sync_upstreams` holds, per named upstream, its circuit breaker (state, consecutive
 failures in the window, cool-down, next probe, the probe's lease), a Retry-After pause, the
-token bucket of a configured rate limit and the adaptive (AIMD) rate
+token bucket of a configured rate limit, the adaptive (AIMD) rate, and the job types the
+fleet's workers say call it (so the faces read hold reasons without loading the app)
 (core.upstream_protection). Audit rows about an upstream have no job: `job_id` becomes
 nullable and `upstream` names it.
 """
@@ -17,7 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0008"
-down_revision = "0006"  # TEMPORARY: becomes "0007" when TIME's migration is merged
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
@@ -43,6 +44,7 @@ def upgrade() -> None:
         sa.Column("recent_5xx", sa.Integer(), nullable=False),
         sa.Column("recent_since", sa.Double(), nullable=False),
         sa.Column("updated_at", sa.Double(), nullable=False),
+        sa.Column("job_types", sa.Text(), nullable=True),
         sa.PrimaryKeyConstraint("name"),
     )
     with op.batch_alter_table("sync_audit_events") as batch:

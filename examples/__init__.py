@@ -1,0 +1,1 @@
+"""Example SyncBridge apps: run one with `syncbridge --app examples.crm_sync …`."""
