@@ -19,13 +19,16 @@ setup: $(STAMP)
 run: $(STAMP)
 	$(BIN)/syncbridge --demo
 
-# The whole suite: what .ci/run runs.
+# The whole suite: what .ci/run runs. The quick tests on two processes, then the slow ones
+# (reliability, end to end, fuzz) alone, since they time real processes.
 test: lint typecheck contracts
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 -m "not slow"
+	$(BIN)/python -m pytest -q -m slow
 
-# The edit loop: the same checks, every test but the slow reliability suite.
+# The edit loop: the same checks, every test but the slow ones (reliability, end to end,
+# fuzz), on two processes.
 test-fast: lint typecheck contracts
-	$(BIN)/python -m pytest -q --ignore=tests/reliability
+	$(BIN)/python -m pytest -q -n 2 -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check core syncbridge_tui tests bench

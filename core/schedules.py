@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -155,10 +155,12 @@ RETURNING slot_at
 """)
 
 
-def tick(db: Database, schedules: Iterable[Schedule], *, max_attempts: int,
+def tick(db: Database, schedules: Iterable[Schedule], *,
+         max_attempts: int | Callable[[str], int],
          now: float | None = None) -> list[SlotOutcome]:
     """Insert the latest due slot of each schedule, once across every worker; returns the
-    slots THIS call inserted (with their job, or None when skipped)."""
+    slots THIS call inserted (with their job, or None when skipped). `max_attempts` is the
+    new job's budget, or a function of its job type (the type's policy)."""
     now = clock.now() if now is None else now
     done: list[SlotOutcome] = []
     for s in schedules:
@@ -168,7 +170,9 @@ def tick(db: Database, schedules: Iterable[Schedule], *, max_attempts: int,
                             ).first() is None:
                 continue  # another worker (or an earlier tick) has this slot, or a newer one
             rows = insert_jobs(conn, db.is_postgres, s.job_type, [[s.entity_id]],
-                               [[new_correlation_id()]], s.payload, max_attempts, now)
+                               [[new_correlation_id()]], s.payload,
+                               max_attempts(s.job_type) if callable(max_attempts)
+                               else max_attempts, now)
             job_id = rows[0][0] if rows else None
             if job_id is not None:
                 conn.execute(schedule_slots_t.update().where(

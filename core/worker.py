@@ -437,6 +437,10 @@ class Worker:
                 self.log.warning("recover.failed", error=one_line(exc))
             await asyncio.sleep(interval)
 
+    def _max_attempts(self, job_type: str) -> int:
+        """A new job's budget: its type's policy."""
+        return self.policies[job_type].max_attempts
+
     async def _schedule_loop(self) -> None:
         """Tick the registry's recurring schedules: at each new slot, try to insert it
         (core.schedules.tick: once across every worker, the latest due slot only)."""
@@ -455,8 +459,7 @@ class Worker:
             if due and not self._paused:
                 try:
                     for slot in await self._db(schedules.tick, self.db, due,
-                                               max_attempts=self.settings.max_attempts,
-                                               now=now):
+                                               max_attempts=self._max_attempts, now=now):
                         self.log.info("schedule.slot", schedule=slot.schedule,
                                       slot_at=clock.iso(slot.slot_at), job_id=slot.job_id,
                                       skipped=slot.job_id is None)

@@ -80,3 +80,10 @@ def settings(db_url: str) -> Settings:
 def _real_clock() -> Iterator[None]:
     yield
     clock.set_clock(None)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # The reliability suite is slow as a whole: `make test-fast` skips it by the marker.
+    for item in items:
+        if "tests/reliability/" in item.nodeid:
+            item.add_marker(pytest.mark.slow)

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-import core.handlers
+import core.demo
 from core import clock, reads, schedules
 from core.db import Database
 from tests.test_cli import assert_one_line_error, cli, run, url  # noqa: F401 - fixtures
@@ -50,10 +50,10 @@ def test_bad_times_are_one_line_exit_2(args: list[str], fragment: str, url: str 
 
 def test_schedules_lists_next_slot_and_last_job(cli: Cli, url: str, db: Database,  # noqa: F811
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    reg = core.handlers.registry.copy()
+    reg = core.demo.registry.copy()
     hourly = reg.recurring("hourly-customers", "customer", every="1h", entity_id="c_1001")
     reg.recurring("five-minutes", "invoice", cron="*/5 * * * *")
-    monkeypatch.setattr(core.handlers, "registry", reg)
+    monkeypatch.setattr(core.demo, "registry", reg)  # the app when none is named
     clock.set_clock(lambda: T0 + 60)
     empty = json.loads(cli("schedules", "--json", db=url).stdout)
     assert [(s["name"], s["last_slot"], s["next_slot"]) for s in empty] == [

@@ -19,6 +19,8 @@ from tests.conftest import TABLES
 from tests.helpers import wait_for
 from tests.reliability._support import PYTHON, ROOT, Procs, billing_writes, clean_env, start_mock
 
+pytestmark = pytest.mark.slow  # end to end: `make test` runs it, `make test-fast` skips it
+
 APP = "examples.crm_sync:app"
 CONTACTS = ["c_1001", "c_1002", "c_2002", "c_3003", "c_4004", "c_5005"]
 
@@ -87,6 +89,8 @@ def test_the_example_app_on_two_workers_over_postgresql(pg_url: str, tmp_path: P
                         attempts_t.c.job_id == jobs["x_slow"].id)
                     .order_by(attempts_t.c.number))]
                 slot_jobs = [r.job_id for r in conn.execute(select(schedule_slots_t.c.job_id))]
+                sweep_budgets = set(conn.execute(select(jobs_t.c.max_attempts).where(
+                    jobs_t.c.entity_id == "c_9000")).scalars())
                 running = conn.execute(select(func.count()).select_from(jobs_t).where(
                     jobs_t.c.status == "running")).scalar()
                 workers_seen = {r.worker_id for r in conn.execute(
@@ -106,6 +110,7 @@ def test_the_example_app_on_two_workers_over_postgresql(pg_url: str, tmp_path: P
         # One job per slot across both workers (a skipped slot has no job).
         made = [j for j in slot_jobs if j is not None]
         assert len(made) == len(set(made))
+        assert sweep_budgets == {5}  # a scheduled job gets its type's budget
         assert running == 0
         assert len(workers_seen) == 2, workers_seen
         # Every success wrote Billing exactly once, under its own correlation id.

@@ -21,7 +21,7 @@ def test_0007_creates_and_drops_the_slots_table(empty_db: Database) -> None:  # 
     _migrate(db, "upgrade", "0006")
     assert TABLE not in inspect(db.engine).get_table_names()
     _migrate(db, "upgrade", "head")
-    assert current_revision(db) == head_revision() == "0007"
+    assert current_revision(db) == head_revision()
     insp = inspect(db.engine)
     assert insp.get_pk_constraint(TABLE)["constrained_columns"] == ["schedule", "slot_at"]
     assert {c["name"] for c in insp.get_columns(TABLE)} == {

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # end to end: `make test` runs it, `make test-fast` skips it
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import (
@@ -21,6 +22,8 @@ from schemathesis.checks import (
 from core.api.app import create_app
 from core.config import load_settings
 from core.runtime import open_database
+
+pytestmark = pytest.mark.slow  # end to end: `make test` runs it, `make test-fast` skips it
 
 _TMP = Path(tempfile.mkdtemp(prefix="syncbridge-fuzz-"))
 _SETTINGS = load_settings(database_url=f"sqlite:///{_TMP}/fuzz.db",

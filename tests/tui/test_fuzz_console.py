@@ -21,6 +21,8 @@ from syncbridge_tui.screens.enqueue import EnqueueScreen
 from syncbridge_tui.screens.main import MainScreen
 from syncbridge_tui.screenshots import SIZE, build_showcase, settle, wait_until
 
+pytestmark = pytest.mark.slow  # end to end: `make test` runs it, `make test-fast` skips it
+
 # What a terminal can deliver: any Unicode scalar value (no lone surrogates), plus the
 # markup and escape sequences an attacker would try.
 TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=140)
