@@ -718,6 +718,9 @@ class Protection:
                                reason="429 Retry-After" if o.retry_after is not None
                                else "429", job_id=o.job_id)
                     row.paused_until = until
+                    # The bucket restarts empty when the pause ends: a full bucket then
+                    # would burst past the limit the upstream just enforced.
+                    row.tokens, row.tokens_at = 0.0, until
                 if configured_rate is None and cut:
                     observed = self._observed_rate(conn, row.name, now)
                     base = row.rate if row.rate is not None else observed
@@ -726,7 +729,8 @@ class Protection:
                         _event("upstream.rate_cut", row.name, rate=round(new, 2),
                                previous=None if row.rate is None else round(row.rate, 2))
                         row.rate = new
-                        row.tokens, row.tokens_at = 0.0, now
+                        row.tokens = 0.0
+                        row.tokens_at = max(now, row.tokens_at or now)
                 if is_probe:  # it answered: alive
                     row.state, row.probe_owner, row.probe_job_id = CLOSED, None, None
                     row.probe_expires_at = row.next_probe_at = row.opened_at = None

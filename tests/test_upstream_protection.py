@@ -242,9 +242,11 @@ def test_aimd_cuts_on_429_and_grows_on_success(db: Database, now: list[float]) -
     # The adaptive rate is enforced with a bucket, emptied by the cut.
     now[0] += 0.5
     assert claim(p, 100) == []  # paused 1 s (a 429 without Retry-After)
-    now[0] += 0.55
+    now[0] += 0.6  # 0.1 s after the pause: the bucket restarted empty when it ended
     rate = row(db, "crm")["rate"]
     assert isinstance(rate, float)
+    assert len(claim(p, 100)) == int(0.1 * rate)
+    now[0] += 10
     assert len(claim(p, 100)) == int(rate * 0.25)  # a full bucket of the adaptive rate
     assert claim(p, 100) == []
 
