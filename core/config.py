@@ -71,6 +71,16 @@ class Settings(BaseSettings):
     api_metrics_refresh_seconds: float = Field(10.0, ge=0.05, le=3600)
     # A worker whose heartbeat is older than this is not counted as alive.
     api_worker_fresh_seconds: float = Field(30.0, gt=0, le=86400)
+    # Upstream protection (core.upstream_protection): breakers, Retry-After pauses and
+    # adaptive rates are on unless this is false; limits are none unless configured here
+    # (JSON {"billing": {"rate": 100, "max_in_flight": 8}}), in
+    # SYNCBRIDGE_UPSTREAM_<NAME>_RATE / _MAX_IN_FLIGHT, or by the app.
+    upstream_protection: bool = True
+    upstream_limits: str | None = None
+    breaker_failures: int = Field(5, ge=1, le=100_000)
+    breaker_window_seconds: float = Field(30.0, gt=0, le=86400)
+    breaker_cooldown_seconds: float = Field(5.0, gt=0, le=86400)
+    breaker_cooldown_max_seconds: float = Field(60.0, gt=0, le=86400)
     # Retention (core.retention): how long finished jobs (with their attempts) and audit
     # events are kept, as durations ("7d", "12h", "never"/"0" keeps forever). Audit unset:
     # as long as the longest job retention. Per job type: a JSON object such as

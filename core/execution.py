@@ -29,6 +29,8 @@ async def execute(job: ClaimedJob, handler: Handler | None, ctx: JobContext,
     t0 = time.perf_counter()
     http_status: int | None = None
     retry_after: float | None = None
+    upstream: str | None = None
+    signal: str | None = None
     attempt_outcome: AttemptOutcome | None = None
     outcome: AttemptOutcome
     deadline = asyncio.timeout(timeout)
@@ -41,6 +43,7 @@ async def execute(job: ClaimedJob, handler: Handler | None, ctx: JobContext,
         result = (returned if returned is None or isinstance(returned, dict)
                   else {"value": returned})
         outcome, error_type, message = AttemptOutcome.SUCCESS, None, None
+        signal = "ok"
     except asyncio.CancelledError:
         raise
     except TimeoutError as exc:
@@ -58,10 +61,12 @@ async def execute(job: ClaimedJob, handler: Handler | None, ctx: JobContext,
         result = None
         http_status = exc.http_status
         error_type, message = exc.error_type, exc.message
-        if isinstance(exc, UpstreamRateLimited):
-            retry_after = exc.retry_after
-        elif isinstance(exc, RetryLater):
-            retry_after = exc.retry_in
+        retry_after = exc.retry_in if isinstance(exc, RetryLater) else exc.retry_after
+        upstream = exc.upstream
+        if isinstance(exc, UpstreamRateLimited) or (http_status == 503 and retry_after):
+            signal = "rate_limited"  # the upstream asked to be left alone: a pause
+        else:
+            signal = "failure" if exc.retryable else "alive"
         outcome = (AttemptOutcome.RETRY if exc.retryable or isinstance(exc, retry_on)
                    else AttemptOutcome.FAILED)
     except PydanticValidationError as exc:
@@ -87,4 +92,6 @@ async def execute(job: ClaimedJob, handler: Handler | None, ctx: JobContext,
         result=result, error_type=error_type, error_message=message,
         http_status=http_status, next_run_at=next_run_at, correlation_id=job.correlation_id,
         attempt_outcome=attempt_outcome,
+        job_type=job.job_type, upstream=upstream, upstream_signal=signal,
+        retry_after=retry_after,
     )

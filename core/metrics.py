@@ -17,13 +17,13 @@ Built to cost little at a million jobs, with no counter on the workers' hot path
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sqlalchemy import Integer, case, cast, func, select, text
 
-from core import clock, retention
+from core import clock, retention, upstream_protection
 from core.db import Database
 from core.models import attempts_t, jobs_t
 from core.statuses import STATUSES, AttemptOutcome, JobStatus
@@ -62,11 +62,14 @@ class Metrics:
     per_type: dict[str, TypeMetrics]
     # Retention: the pruner's last run and totals (core.retention, the leader-lease row).
     retention: retention.RetentionStats = field(default_factory=retention.RetentionStats)
+    # Upstream protection: core.upstream_protection.states (the upstream section).
+    upstreams: list[Any] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         r = self.retention
         return {"generated_at": clock.iso(self.generated_at), **asdict(self.overall),
                 "per_type": {k: asdict(v) for k, v in self.per_type.items()},
+                "upstreams": [u.as_dict() for u in self.upstreams],
                 "retention": {
                     "last_run_at": clock.iso(r.last_run_at),
                     "last_run_finished_at": clock.iso(r.last_run_finished_at),
@@ -142,8 +145,10 @@ def _finished_since(conn: Any, since: float) -> tuple[int, dict[str, int]]:
     return total, split
 
 
-def collect(db: Database, job_types: Iterable[str] = ()) -> Metrics:
-    """Queue health per job type; `job_types` (the app's) are listed even without jobs."""
+def collect(db: Database, job_types: Iterable[str] = (), *,
+            upstreams_by_type: Mapping[str, Sequence[str]] | None = None) -> Metrics:
+    """Queue health per job type; `job_types` (the app's) are listed even without jobs;
+    the upstreams' protection states (`upstreams_by_type`: else as the workers recorded)."""
     now = clock.now()
     per: dict[str, TypeMetrics] = {name: TypeMetrics() for name in job_types}
     overall = TypeMetrics()
@@ -199,7 +204,10 @@ def collect(db: Database, job_types: Iterable[str] = ()) -> Metrics:
         m.finished_jobs = decided + s[JobStatus.CANCELED]
         m.success_rate = s[JobStatus.SUCCESS] / decided if decided else None
         m.dead_letter_depth = s[JobStatus.DEAD]
-    return Metrics(now, overall, dict(sorted(per.items())), pruned)
+    counts = {(t, st): n for t, tm in per.items() for st, n in tm.by_status.items()}
+    upstreams = upstream_protection.states(db, upstreams_by_type=upstreams_by_type,
+                                           counts=counts)
+    return Metrics(now, overall, dict(sorted(per.items())), pruned, upstreams)
 
 
 def finished_series(db: Database, *, buckets: int = 30, bucket_seconds: float = 10.0

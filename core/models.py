@@ -31,6 +31,7 @@ OUTCOME_LENGTH = 16
 CORRELATION_ID_LENGTH = 64
 WORKER_ID_LENGTH = 160
 ERROR_TYPE_LENGTH = 64
+UPSTREAM_NAME_LENGTH = 64
 SCHEDULE_NAME_LENGTH = 128
 
 # Index predicates (the statuses spelled as in core.statuses).
@@ -175,7 +176,9 @@ class AuditEvent(Base):
     at: Mapped[float] = mapped_column(Double)
     actor: Mapped[str] = mapped_column(String(128))
     action: Mapped[str] = mapped_column(String(32))
-    job_id: Mapped[int] = mapped_column(Integer)
+    # NULL for an action on an upstream (migration 0008), which names it in `upstream`.
+    job_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    upstream: Mapped[str | None] = mapped_column(String(UPSTREAM_NAME_LENGTH), nullable=True)
     new_job_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     detail: Mapped[str | None] = mapped_column(Text, nullable=True)
 
@@ -219,10 +222,40 @@ class ScheduleSlot(Base):
     created_at: Mapped[float] = mapped_column(Double)
 
 
+class SyncUpstream(Base):
+    """One named upstream's protection state, shared by the fleet (core.upstream_protection):
+    its circuit breaker, a Retry-After pause, the probe lease of a half-open breaker, the
+    token bucket of a rate limit and the adaptive (AIMD) rate. Migration 0008."""
+
+    __tablename__ = "sync_upstreams"
+
+    name: Mapped[str] = mapped_column(String(UPSTREAM_NAME_LENGTH), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16))  # closed | open | half_open
+    paused_until: Mapped[float | None] = mapped_column(Double, nullable=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)  # consecutive, in the window
+    failures_since: Mapped[float | None] = mapped_column(Double, nullable=True)
+    opened_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+    cooldown_seconds: Mapped[float] = mapped_column(Double)
+    next_probe_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+    probe_owner: Mapped[str | None] = mapped_column(String(WORKER_ID_LENGTH), nullable=True)
+    probe_job_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    probe_expires_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+    tokens: Mapped[float | None] = mapped_column(Double, nullable=True)
+    tokens_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+    rate: Mapped[float | None] = mapped_column(Double, nullable=True)  # adaptive, jobs/s
+    recent_429: Mapped[int] = mapped_column(Integer, default=0)
+    recent_5xx: Mapped[int] = mapped_column(Integer, default=0)
+    recent_since: Mapped[float] = mapped_column(Double)
+    updated_at: Mapped[float] = mapped_column(Double)
+    # The job types calling it, as the fleet's workers declared them (comma-separated).
+    job_types: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
 # Typed as tables (the ORM annotates `__table__` as a FromClause).
 jobs_t = cast(Table, SyncJob.__table__)
 attempts_t = cast(Table, SyncJobAttempt.__table__)
 workers_t = cast(Table, Worker.__table__)
 audit_t = cast(Table, AuditEvent.__table__)
+upstreams_t = cast(Table, SyncUpstream.__table__)
 schedule_slots_t = cast(Table, ScheduleSlot.__table__)
 leases_t = cast(Table, LeaderLease.__table__)

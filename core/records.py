@@ -113,6 +113,13 @@ class Completion:
     http_status: int | None = None
     next_run_at: float | None = None
     correlation_id: str | None = None  # for the log line; never written by the completion
+    # For upstream protection (never written by the completion): the job's type, the
+    # upstream an error named, what the attempt says about it (ok | alive | failure |
+    # rate_limited) and the Retry-After it was given.
+    job_type: str | None = None
+    upstream: str | None = None
+    upstream_signal: str | None = None
+    retry_after: float | None = None
     # The attempt row's outcome when it is not `outcome` (the job's transition): `timeout`
     # for an attempt cancelled at its job type's timeout, whose job goes to retry or dead.
     attempt_outcome: str | None = None

@@ -16,7 +16,7 @@ import secrets
 import socket
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -39,6 +39,7 @@ from core.logging import get_logger, one_line
 from core.records import ClaimedJob, Completion, WorkerInfo
 from core.retry_policy import Backoff, JobPolicy
 from core.statuses import AttemptOutcome
+from core.upstream_protection import Observation, Policy, Protection, type_upstreams
 
 T = TypeVar("T")
 _DB_ERRORS = (DatabaseError, SQLAlchemyError, OSError)
@@ -66,6 +67,8 @@ class Worker:
         worker_id: str | None = None,
         concurrency: int | None = None,
         start_paused: bool = False,
+        upstreams: Mapping[str, Sequence[str]] | None = None,
+        policy: Policy | None = None,
     ) -> None:
         self.db = db
         self.settings = settings
@@ -88,6 +91,12 @@ class Worker:
         self.backoff = Backoff(settings.job_backoff_seconds_base,
                                settings.job_backoff_seconds_cap, settings.job_backoff_jitter)
         self.stats = WorkerStats()
+        # Upstream protection: which upstreams each job type calls (the app's declaration,
+        # else `upstreams`, else the demo's) and the fleet-wide admission before each claim.
+        by_type = type_upstreams(self.registry, upstreams)
+        self.protection = Protection(
+            db, policy or Policy.from_settings(settings),
+            {t: ups for t, ups in by_type.items() if t in self.registry}, self.id)
         self.started_at = clock.now()
         self.log = get_logger(worker_id=self.id)
         enabled = getattr(self.log, "is_enabled_for", None)  # structlog's filtering loggers
@@ -213,6 +222,10 @@ class Worker:
             # Every process start is a new worker id: forget ones that stopped a day ago.
             await self._db(heartbeats.prune_workers, self.db,
                            clock.now() - heartbeats.FORGET_WORKERS_AFTER_SECONDS)
+            try:
+                await self._db(self.protection.start)
+            except _DB_ERRORS as exc:  # the first claim tries again
+                self.log.warning("upstreams.start_failed", error=one_line(exc))
             self.log.info("worker.started", concurrency=self.concurrency,
                           database=self.db.display_url, job_types=self.registry.names())
             background = [asyncio.create_task(self._heartbeat_loop()),
@@ -246,7 +259,9 @@ class Worker:
                 await self._sleep(poll)
                 continue
             try:
-                jobs = await self._db(leases.claim, self.db, self.id, free,
+                # Admission first (core.upstream_protection): types whose upstream is
+                # paused, open or at its limit are not claimed.
+                jobs = await self._db(self.protection.claim, self.id, free,
                                       lease_seconds=self.settings.lease_seconds, job_types=types)
                 failures = 0
             except _DB_ERRORS as exc:
@@ -298,6 +313,9 @@ class Worker:
             self._tasks.pop(job.id, None)
             if self._wake is not None:
                 self._wake.set()
+        if (completion.upstream is not None and self.protection.enabled
+                and completion.upstream_signal in ("failure", "rate_limited")):
+            self.protection.hold_locally(completion.upstream)  # until _observe reports it
         self._completing.add(job.id)
         self._pending.append(completion)
         if self._log_debug:
@@ -325,6 +343,8 @@ class Worker:
                 self.log.warning("complete.failed", error=one_line(exc), batch=len(batch))
                 await asyncio.sleep(min(5.0, 0.1 * 2**failures))
                 continue
+            if self.protection.enabled:
+                await self._observe(batch, applied)
             due_now = False
             for c, ok in zip(batch, applied, strict=True):
                 self._completing.discard(c.job_id)
@@ -339,6 +359,37 @@ class Worker:
             if due_now and self._wake is not None:
                 # A retry with no backoff is due at once: claim it now, not at the next poll.
                 self._wake.set()
+
+    async def _observe(self, batch: list[Completion], applied: list[bool]) -> None:
+        """Tell the fleet's upstream state what these attempts saw (breaker, pause, rate)."""
+        protection = self.protection
+        observations: list[Observation] = []
+        held = [c.upstream for c in batch if c.upstream is not None
+                and c.upstream_signal in ("failure", "rate_limited")]
+        try:
+            await self._report(batch, applied, observations)
+        finally:
+            for upstream in held:
+                protection.release_local(upstream)
+
+    async def _report(self, batch: list[Completion], applied: list[bool],
+                      observations: list[Observation]) -> None:
+        protection = self.protection
+        for c, ok in zip(batch, applied, strict=True):
+            if not ok or c.job_type is None:
+                protection.forget_probe(c.job_id)
+                continue
+            for o in protection.observe(c.job_type, c.job_id, c.upstream, c.upstream_signal,
+                                        c.retry_after):
+                if protection.needs_write(o):
+                    observations.append(o)
+        if not observations:
+            return
+        try:
+            await self._db(protection.record, observations)
+        except _DB_ERRORS as exc:
+            self.log.warning("upstreams.record_failed", error=one_line(exc),
+                             observations=len(observations))
 
     def _account(self, c: Completion, applied: bool) -> None:
         self.stats.processed += 1
@@ -371,6 +422,15 @@ class Worker:
                                      note="not claiming until the heartbeat is written")
                 self._heartbeat_ok = False
             await self._renew()
+            for job_id in [j for j in self.protection.probes if j not in self._held]:
+                # A probe whose lease this worker lost (canceled, expired): stop renewing
+                # its probe lease, so another probe can run once it expires.
+                self.protection.forget_probe(job_id)
+            if self.protection.probes:
+                try:
+                    await self._db(self.protection.renew_probes, self.settings.lease_seconds)
+                except _DB_ERRORS as exc:
+                    self.log.warning("upstreams.probe_renew_failed", error=one_line(exc))
             try:
                 recovered = await self._db(leases.recover_expired, self.db, backoff=self.backoff,
                                            backoffs=self._backoffs)

@@ -19,7 +19,7 @@ from typing import NoReturn
 from core.config import SettingsError, load_settings
 from core.db import DatabaseError
 from syncbridge_tui import serve_command
-from syncbridge_tui.commands import admin, check, health, jobs, prune
+from syncbridge_tui.commands import admin, check, health, jobs, prune, upstreams
 from syncbridge_tui.commands.common import (
     EXIT_OK,
     EXIT_RUNTIME,
@@ -155,6 +155,7 @@ def build_parser() -> _Parser:
     dbsub.add_parser("upgrade", parents=[common], help="upgrade the schema to the newest")
     serve_command.register(p, sub, common)  # `serve` and the worker's --metrics-port
     prune.register(sub, common)
+    upstreams.register(sub, common)  # `upstreams`, `upstream pause|resume|reset|open`
     return p
 
 
@@ -177,6 +178,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "schedules": health.cmd_schedules,
     "mock-upstream": admin.cmd_mock_upstream, "db": admin.cmd_db,
     "serve": serve_command.cmd_serve, "check": check.cmd_check, "prune": prune.cmd_prune,
+    "upstreams": upstreams.cmd_upstreams, "upstream": upstreams.cmd_upstream,
 }
 
 

@@ -17,7 +17,7 @@ from core.migrations import upgrade
 
 PG_ADMIN_DSN = os.environ.get("SYNCBRIDGE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 TABLES = ("sync_job_attempts, sync_audit_events, sync_workers, sync_jobs, "
-          "sync_schedule_slots")
+          "sync_schedule_slots, sync_upstreams")
 
 
 def _pg_url(dbname: str) -> str:

@@ -203,9 +203,10 @@ class AuditOut(BaseModel):
     at: str | None
     actor: str
     action: str
-    job_id: int
+    job_id: int | None  # None for an action on an upstream, named in `upstream`
     new_job_id: int | None
     detail: str | None
+    upstream: str | None = None
 
 
 class AuditLogOut(BaseModel):
@@ -580,6 +581,15 @@ def create_app(settings: Settings, db: Database, *, tokens: list[Token] | None =
     @app.get("/api/metrics", tags=["health"], summary="`syncbridge metrics --json`")
     def queue_metrics(who: Principal = reader) -> dict[str, Any]:
         return metrics.collect(db).to_dict()
+
+    @app.get("/api/upstreams", tags=["health"],
+             summary="`syncbridge upstreams --json`: breakers, pauses, limits per upstream")
+    def upstreams(who: Principal = reader) -> list[dict[str, Any]]:
+        from core import upstream_protection as up
+
+        return [s.as_dict() for s in up.states(
+            db, policy=up.Policy.from_settings(settings),
+            upstreams_by_type=up.type_upstreams(app_registry))]
 
     @app.get("/api/workers", response_model=WorkersOut, tags=["health"],
              summary="Workers with a heartbeat")

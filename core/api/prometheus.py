@@ -63,6 +63,7 @@ class Snapshot:
     execution: Histo
     enqueue_to_start: Histo
     workers: dict[str, int]  # state -> workers with a fresh heartbeat
+    upstreams: list[Any] = field(default_factory=list)  # core.upstream_protection states
 
 
 def _histogram(conn: Any, value: Any, bounds: Sequence[float], *where: Any) -> Histo:
@@ -110,7 +111,8 @@ def take_snapshot(db: Database, worker_fresh_seconds: float) -> Snapshot:
         dead={t: tm.dead_letter_depth for t, tm in m.per_type.items()},
         due={t: tm.due_depth for t, tm in m.per_type.items()},
         oldest_due={t: tm.oldest_due_age_s or 0.0 for t, tm in m.per_type.items()},
-        attempts=attempts, execution=execution, enqueue_to_start=start, workers=workers)
+        attempts=attempts, execution=execution, enqueue_to_start=start, workers=workers,
+        upstreams=m.upstreams)
 
 
 class DatabaseCollector(Collector):
@@ -213,6 +215,37 @@ class DatabaseCollector(Collector):
         for state in ("running", "paused", "starting", "stopping"):
             w.add_metric([state], snap.workers.get(state, 0))
         yield w
+        yield from _upstream_families(snap.upstreams)
+
+
+_UPSTREAM_STATES = ("closed", "open", "half_open", "paused")
+
+
+def _upstream_families(states: Sequence[Any]) -> Iterable[Any]:
+    """Upstream protection (core.upstream_protection): one 1 per upstream in its state."""
+    st = GaugeMetricFamily("syncbridge_upstream_state",
+                           f"1 for the upstream's current state (paused wins). {_STALE}",
+                           labels=["upstream", "state"])
+    for s in states:
+        for name in _UPSTREAM_STATES:
+            st.add_metric([s.name, name], 1.0 if s.state == name else 0.0)
+    yield st
+    for metric, doc, attr in (
+        ("syncbridge_upstream_rate", "Allowed jobs per second (configured or adaptive; "
+         "absent when unlimited).", "current_rate"),
+        ("syncbridge_upstream_in_flight", "Running jobs calling the upstream.", "in_flight"),
+        ("syncbridge_upstream_waiting", "Pending jobs calling the upstream.", "waiting"),
+        ("syncbridge_upstream_recent_429", "429 answers in the current minute window.",
+         "recent_429"),
+        ("syncbridge_upstream_recent_5xx", "Retryable failures in the current minute window.",
+         "recent_5xx"),
+    ):
+        g = GaugeMetricFamily(metric, f"{doc} {_STALE}", labels=["upstream"])
+        for s in states:
+            value = getattr(s, attr)
+            if value is not None:
+                g.add_metric([s.name], float(value))
+        yield g
 
 
 # --- the headless worker's own metrics --------------------------------------------------------

@@ -57,6 +57,7 @@ class _NoCookies(httpx.Cookies):
 
 class _Client(httpx.AsyncClient):
     _none = _NoCookies()
+    upstream_name: str | None = None  # errors of its requests name it (SyncError.upstream)
 
     @property
     def cookies(self) -> httpx.Cookies:
@@ -209,6 +210,9 @@ def make_upstream_clients(upstreams: Mapping[str, ResolvedUpstream], settings: S
                                     timeout=timeout, headers=headers, event_hooks=hooks)
         else:
             raise UpstreamConfigError(f"upstream {name!r} has no URL: set {where_to_set(name)}")
+        # Errors of its requests name it (SyncError.upstream): upstream protection updates
+        # the breaker and pause of the right upstream.
+        clients[name].upstream_name = name  # type: ignore[attr-defined]
     return clients
 
 
@@ -224,11 +228,14 @@ def make_clients(settings: Settings, mock: MockUpstream | None = None
 
     def one(url: str | None, prefix: str) -> httpx.AsyncClient:
         if url:
-            return _Client(base_url=url, timeout=timeout, limits=limits, event_hooks=hooks)
-        if not settings.demo:
-            raise UpstreamConfigError(f"{prefix[1:]} has no URL outside demo mode")
-        transport = (mock or default_mock()).transport()
-        return _Client(base_url=f"http://mock{prefix}", transport=transport,
-                       timeout=timeout, event_hooks=hooks)
+            client = _Client(base_url=url, timeout=timeout, limits=limits, event_hooks=hooks)
+        else:
+            if not settings.demo:
+                raise UpstreamConfigError(f"{prefix[1:]} has no URL outside demo mode")
+            transport = (mock or default_mock()).transport()
+            client = _Client(base_url=f"http://mock{prefix}", transport=transport,
+                             timeout=timeout, event_hooks=hooks)
+        client.upstream_name = prefix.strip("/")
+        return client
 
     return one(settings.crm_url, "/crm"), one(settings.billing_url, "/billing")

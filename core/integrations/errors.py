@@ -6,10 +6,16 @@ from __future__ import annotations
 class SyncError(Exception):
     retryable = False
 
-    def __init__(self, message: str, *, http_status: int | None = None) -> None:
+    def __init__(self, message: str, *, http_status: int | None = None,
+                 upstream: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.http_status = http_status
+        # The named upstream whose request failed (set where the request is made), so its
+        # breaker and pause are the ones updated (core.upstream_protection).
+        self.upstream = upstream
+        # Seconds the upstream asked to be left alone (Retry-After on a 429 or a 503).
+        self.retry_after: float | None = None
 
     @property
     def error_type(self) -> str:

@@ -58,7 +58,10 @@ def raise_for_status(response: httpx.Response, body: bytes, what: str) -> None:
         retry_after = parse_retry_after(response.headers.get("retry-after"))
         raise UpstreamRateLimited(msg, http_status=status, retry_after=retry_after)
     if status >= 500:
-        raise UpstreamTimeout(msg, http_status=status)
+        exc = UpstreamTimeout(msg, http_status=status)
+        if status == 503:
+            exc.retry_after = parse_retry_after(response.headers.get("retry-after"))
+        raise exc
     if status == 404:
         raise NotFound(msg, http_status=status)
     raise ValidationError(msg, http_status=status)
@@ -72,7 +75,19 @@ async def request_json(
     what: str,
     json_body: Any = None,
 ) -> Any:
-    """Send one request and return the decoded JSON body, or raise a typed SyncError."""
+    """Send one request and return the decoded JSON body, or raise a typed SyncError that
+    names the client's upstream (`upstream_name`, set by core.integrations.clients)."""
+    try:
+        return await _request_json(client, method, url, what=what, json_body=json_body)
+    except SyncError as exc:
+        if exc.upstream is None:
+            exc.upstream = getattr(client, "upstream_name", None)
+        raise
+
+
+async def _request_json(
+    client: httpx.AsyncClient, method: str, url: str, *, what: str, json_body: Any
+) -> Any:
     try:
         request = client.build_request(method, url, json=json_body)
         response = await client.send(request, stream=True)

@@ -4,6 +4,15 @@ Routes (the CRM under /crm, Billing under /billing when served together):
   GET /crm/customers/{id}      GET /crm/invoices/{id}
   PUT /billing/customers/{id}  PUT /billing/invoices/{id}
   GET /_stats                  Billing writes counted per correlation id (tests)
+  GET /{name}/items/{id}       any other upstream name: a generic 200 (protection tests)
+
+Control (upstream protection tests, issue 11), per upstream name (the first path part):
+  POST /_control {"upstream": "crm", "rate": 100, "outage": "refuse" | "503" | null,
+                  "latency": 0.05}
+       rate: requests a second it answers (above: 429 with Retry-After until the next
+       second); outage "refuse": the connection is closed without an answer, "503": 503s
+  GET /_counters               answers per upstream, per wall-clock second, per status
+                               ("refused" for closed connections)
 
 Scenario ids are deterministic so tests and screenshots are stable; see SCENARIOS.
 """
@@ -72,6 +81,12 @@ class MockUpstream:
         self.billing_writes: Counter[str] = Counter()  # correlation id -> successful writes
         self.requests = 0
         self.slow_seconds = slow_seconds
+        self._rates: dict[str, float] = {}  # upstream -> requests a second it answers
+        self._outages: dict[str, str] = {}  # upstream -> "refuse" | "503"
+        self._latency: dict[str, float] = {}  # upstream -> seconds before each answer
+        self._window: dict[str, tuple[int, int]] = {}  # upstream -> (second, answered)
+        # upstream -> second -> status ("200", "429", "503", "refused") -> requests
+        self.counters: dict[str, dict[int, Counter[str]]] = {}
 
     def handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Reply:
         with self._lock:
@@ -82,11 +97,86 @@ class MockUpstream:
             with self._lock:
                 return Reply.json(200, {"billing_writes": dict(self.billing_writes),
                                         "requests": self.requests})
+        if parts == ["_control"] and method == "POST":
+            return self._control(body)
+        if parts == ["_counters"]:
+            with self._lock:
+                return Reply.json(200, {name: {str(sec): dict(c) for sec, c in per.items()}
+                                        for name, per in self.counters.items()})
+        gate = self._gate(parts[0]) if parts and parts[0] else None
+        if gate is not None:
+            return gate
+        delay = self._latency.get(parts[0], 0.0) if parts else 0.0
+        if delay:
+            time.sleep(delay)
+        reply = self._route(method, parts, path, correlation, headers, body)
+        self._count(parts[0] if parts else "", str(reply.status))
+        return reply
+
+    def _control(self, body: bytes) -> Reply:
+        try:
+            spec = json.loads(body or b"{}")
+            name = str(spec["upstream"])
+        except (ValueError, KeyError, TypeError):
+            return Reply.json(400, {"error": "expected {\"upstream\": NAME, ...}"})
+        with self._lock:
+            if "rate" in spec:
+                if spec["rate"] is None:
+                    self._rates.pop(name, None)
+                else:
+                    self._rates[name] = float(spec["rate"])
+            if "outage" in spec:
+                if spec["outage"] in ("refuse", "503"):
+                    self._outages[name] = spec["outage"]
+                else:
+                    self._outages.pop(name, None)
+            if "latency" in spec:
+                self._latency[name] = max(0.0, float(spec["latency"] or 0.0))
+            if spec.get("reset_counters"):
+                self.counters.pop(name, None)
+        return Reply.json(200, {"upstream": name, "rate": self._rates.get(name),
+                                "outage": self._outages.get(name)})
+
+    def _count(self, name: str, status: str, second: int | None = None) -> None:
+        sec = int(time.time()) if second is None else second
+        with self._lock:
+            self.counters.setdefault(name, {}).setdefault(sec, Counter())[status] += 1
+
+    def _gate(self, name: str) -> Reply | None:
+        """An outage or the rate limit answers before the route does."""
+        now = time.time()
+        sec = int(now)
+        with self._lock:
+            outage = self._outages.get(name)
+            rate = self._rates.get(name)
+            limited = False
+            if outage is None and rate is not None:
+                window, answered = self._window.get(name, (sec, 0))
+                if window != sec:
+                    window, answered = sec, 0
+                limited = answered >= rate
+                self._window[name] = (window, answered + (0 if limited else 1))
+        if outage == "refuse":
+            self._count(name, "refused", sec)
+            return Reply(0)  # the server closes the connection without an answer
+        if outage == "503":
+            self._count(name, "503", sec)
+            return Reply.json(503, {"error": f"{name} is down"})
+        if limited:
+            self._count(name, "429", sec)
+            return Reply.json(429, {"error": "rate limited"},
+                              {"Retry-After": f"{max(0.001, sec + 1 - now):.3f}"})
+        return None
+
+    def _route(self, method: str, parts: list[str], path: str, correlation: str,
+               headers: dict[str, str], body: bytes) -> Reply:
         if len(parts) == 3 and parts[0] == "crm" and method == "GET":
             return self._crm(parts[1], parts[2], correlation,
                              headers.get("x-syncbridge-attempt", ""))
         if len(parts) == 3 and parts[0] == "billing" and method == "PUT":
             return self._billing(parts[1], parts[2], correlation, body)
+        if len(parts) == 3 and parts[1] == "items":
+            return Reply.json(200, {"id": parts[2], "upstream": parts[0]})
         return Reply.json(404, {"error": f"no route {method} {path}"})
 
     def _crm(self, kind: str, entity: str, correlation: str, attempt: str = "") -> Reply:
@@ -154,6 +244,9 @@ class MockUpstream:
         headers = {k.lower(): v for k, v in request.headers.items()}
         reply = self.handle(request.method, request.url.raw_path.decode(), headers,
                             request.content)
+        if reply.status == 0:
+            raise httpx.RemoteProtocolError("Server disconnected without sending a response",
+                                            request=request)
         return httpx.Response(reply.status, content=reply.body, headers=reply.headers)
 
     def transport(self) -> httpx.MockTransport:
@@ -184,6 +277,9 @@ def _make_handler(
             body = self.rfile.read(length) if length else b""
             headers = {k.lower(): v for k, v in self.headers.items()}
             reply = handle(self.command, self.path, headers, body)
+            if reply.status == 0:  # an outage: close the connection without an answer
+                self.close_connection = True
+                return
             self.send_response(reply.status)
             for key, value in reply.headers.items():
                 self.send_header(key, value)

@@ -38,6 +38,12 @@ def cmd_metrics(args: argparse.Namespace) -> int:
                  "OLDEST DUE", "DONE/MIN"], rows))
     print()
     print(retention_line(m))  # after a blank line: the table above stays a table
+    if m.upstreams:  # upstream protection (core.upstream_protection)
+        print()
+        print(table(["UPSTREAM", "STATE", "IN FLIGHT", "WAITING", "429s", "5xx"],
+                    [[clean(u.name), u.state.replace("_", "-"), str(u.in_flight),
+                      str(u.waiting), str(u.recent_429), str(u.recent_5xx)]
+                     for u in m.upstreams]))
     return EXIT_OK
 
 

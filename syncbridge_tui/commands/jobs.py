@@ -101,11 +101,19 @@ def _run_at(args: argparse.Namespace) -> float | None:
     return None
 
 
-def _job_line(job: Job) -> list[str]:
+def _job_line(job: Job, held: dict[int, str] | None = None) -> list[str]:
+    next_run = until(job.next_run_at) if job.status == "pending" else "-"
+    if held and job.id in held:
+        next_run = held[job.id]  # e.g. "held: billing open" (core.upstream_protection)
     return [str(job.id), job.job_type, clean(job.entity_id, 24), job.status,
-            f"{job.attempt_count}/{job.max_attempts}",
-            until(job.next_run_at) if job.status == "pending" else "-",
+            f"{job.attempt_count}/{job.max_attempts}", next_run,
             ago(job.created_at), job.correlation_id[:12]]
+
+
+def _held(db: Database, jobs: list[Job]) -> dict[int, str]:
+    from core import upstream_protection  # reads what the workers recorded: no app needed
+
+    return upstream_protection.hold_reasons(db, jobs)
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
@@ -120,11 +128,12 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     flt = reads.JobFilter(statuses=tuple(args.status or ()), job_type=args.job_type,
                           search=args.search)
     jobs = reads.list_jobs(db, flt, limit=args.limit)
+    held = _held(db, jobs)
     if args.json:
-        print_json([j.to_dict() for j in jobs])
+        print_json([{**j.to_dict(), "held": held.get(j.id)} for j in jobs])
     else:
         print(table(["ID", "TYPE", "ENTITY", "STATUS", "ATTEMPTS", "NEXT RUN", "AGE",
-                     "CORRELATION"], [_job_line(j) for j in jobs]))
+                     "CORRELATION"], [_job_line(j, held) for j in jobs]))
     return EXIT_OK
 
 

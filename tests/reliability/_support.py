@@ -120,10 +120,11 @@ class Procs:
         self.procs: list[Proc] = []
 
     def start(self, name: str, args: Sequence[str], env: dict[str, str], *,
-              max_seconds: float = 240.0, log_file: Path | None = None) -> Proc:
+              max_seconds: float = 240.0, log_file: Path | None = None,
+              module: str = "syncbridge_tui") -> Proc:
         out, err = self.tmp / f"{name}.out", self.tmp / f"{name}.err"
         popen = subprocess.Popen(
-            [PYTHON, "-m", "syncbridge_tui", *args], cwd=ROOT, env=env,
+            [PYTHON, "-m", module, *args], cwd=ROOT, env=env,
             stdin=subprocess.DEVNULL, stdout=out.open("wb"), stderr=err.open("wb"),
         )
         proc = Proc(name, popen, out, err, time.monotonic() + max_seconds, log_file)

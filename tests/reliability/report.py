@@ -188,21 +188,91 @@ def every_figure(summary: dict[str, Figures]) -> str:
     return "\n".join(lines)
 
 
+def _num(value: Any, suffix: str = "") -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float) and value != int(value):
+        return f"{value:,.1f}{suffix}"
+    return f"{int(value):,}{suffix}" if isinstance(value, (int, float)) else f"{value}{suffix}"
+
+
+def _prefixed(f: Figures, prefix: str) -> Figures:
+    return {k[len(prefix) + 1:]: v for k, v in f.items() if k.startswith(prefix + "_")}
+
+
+def upstream_protection(summary: dict[str, Figures]) -> str:
+    """Issue 11: protected vs unprotected, per scenario and database
+    (test_upstream_protection.py)."""
+    rows = ["| scenario | database | protection | workers | jobs | what the upstream saw "
+            "| dead | wasted attempts |", "|---|---|---|---:|---:|---|---:|---:|"]
+    for database, f in _runs(summary, "test_rate_limit_is_shared_by_the_fleet"):
+        for mode, label in (("configured", "on, rate configured = R"),
+                            ("adaptive", "on, no rate configured (AIMD)"),
+                            ("off", "off")):
+            g = _prefixed(f, mode)
+            rows.append(
+                f"| rate limit, R = {_num(g.get('allowed_per_s'))}/s | {database} | {label} "
+                f"| {_num(g.get('workers'))} | {_num(g.get('jobs'))} | steady part: "
+                f"{_num(g.get('steady_requests_per_s'))}/s sent (max "
+                f"{_num(g.get('steady_max_requests_per_s'))}), "
+                f"{_num(g.get('steady_ok_per_s'))}/s useful, "
+                f"{_num(round(100 * float(g.get('share_429') or 0), 1))} % 429s of "
+                f"{_num(g.get('requests'))} requests; drained in "
+                f"{_num(g.get('drain_seconds'))} s | {_num(g.get('dead'))} "
+                f"| {_num(g.get('wasted_attempts'))} |")
+    for database, f in _runs(summary, "test_outage_opens_the_breaker_and_loses_no_budget"):
+        for mode, label in (("protected", "on"), ("off", "off")):
+            g = _prefixed(f, mode)
+            opened = (f"breaker opened after {_num(g.get('failures_when_opened'))} failures, "
+                      f"{_num(g.get('probes'))} probes; " if g.get("breaker_opened") else "")
+            rows.append(
+                f"| outage {_num(g.get('outage_seconds'))} s (refused, then 503) | {database} "
+                f"| {label} | {_num(g.get('workers'))} | {_num(g.get('jobs'))} | {opened}"
+                f"{_num(g.get('requests_to_broken_upstream'))} requests reached the broken "
+                f"upstream; full speed {_num(g.get('back_to_full_speed_s'))} s after its "
+                f"return | {_num(g.get('dead'))} | {_num(g.get('wasted_attempts'))} |")
+    for database, f in _runs(summary, "test_one_upstream_down_does_not_slow_the_other"):
+        for mode, label in (("protected", "on"), ("off", "off")):
+            ratio = f.get(f"{mode}_beta_ratio")
+            rows.append(
+                f"| isolation: alpha refused, beta healthy | {database} | {label} "
+                f"| {_num(f.get('workers'))} | - | beta "
+                f"{_num(f.get(f'{mode}_beta_ok_per_s_alpha_down'))}/s vs "
+                f"{_num(f.get(f'{mode}_beta_normal_ok_per_s'))}/s alone "
+                f"({_num(None if ratio is None else round(100 * ratio))} %) "
+                f"| {_num(f.get(f'{mode}_alpha_dead'))} (alpha) | - |")
+    for database, f in _runs(summary, "test_probe_lost_with_its_worker_is_taken_over"):
+        rows.append(
+            f"| SIGKILL mid-probe | {database} | on | {_num(f.get('workers'))} "
+            f"| {_num((f.get('success') or 0) + (f.get('dead') or 0))} | probe lease "
+            f"{_num(f.get('probe_lease_seconds'))} s; the survivor probed, breaker closed "
+            f"{_num(f.get('closed_after_s'))} s after the kill; the lost probe's attempts: "
+            f"{', '.join(f.get('lost_probe_attempts') or [])} | {_num(f.get('dead'))} | - |")
+    return "\n".join(rows)
+
+
 BLOCKS: dict[str, Callable[[dict[str, Figures]], str]] = {
     "run": run_line, "figures": figures_table, "bad-input": bad_input,
     "upstream-faults": upstream_table, "every-figure": every_figure,
+    "upstream-protection": upstream_protection,
 }
 
 
-def render_into(document: str, summary: dict[str, Figures]) -> str:
+def render_into(document: str, summary: dict[str, Figures],
+                only: list[str] | None = None) -> str:
     for name, render in BLOCKS.items():
+        if only and name not in only:
+            continue
         pattern = re.compile(rf"(<!-- BEGIN generated:{name} -->\n).*?(<!-- END generated:"
                              rf"{name} -->)", re.S)
         if not pattern.search(document):
             raise SystemExit(f"report: no generated:{name} markers in the document")
         block = render(summary)
-        document = pattern.sub(lambda m, b=block: m.group(1) + b + "\n" + m.group(2),
-                               document)
+
+        def fill(m: re.Match[str], block: str = block) -> str:
+            return m.group(1) + block + "\n" + m.group(2)
+
+        document = pattern.sub(fill, document)
     return document
 
 
@@ -210,10 +280,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("summary", type=Path)
     parser.add_argument("--write", type=Path, help="the document to update in place")
+    parser.add_argument("--only", action="append", choices=sorted(BLOCKS),
+                        help="render just this block (repeatable): a run of some tests")
     args = parser.parse_args(argv)
     summary = json.loads(args.summary.read_text())
     if args.write:
-        args.write.write_text(render_into(args.write.read_text(), summary))
+        args.write.write_text(render_into(args.write.read_text(), summary, args.only))
     else:
         for name, render in BLOCKS.items():
             print(f"<!-- {name} -->\n{render(summary)}\n")

@@ -47,7 +47,11 @@ def test_upstream_faults_are_classified(db_url, db, upstream, procs, record):
     jobs = {}
     for entity, (job_type, *_rest) in EXPECTED.items():
         (jobs[entity],) = s.enqueue(db, job_type, [entity], max_attempts=2)
-    spec = s.WorkerSpec(http_timeout_seconds=0.5, concurrency=16, lease_seconds=5)
+    # Classification alone: with upstream protection on, the 5xx ids would open CRM's
+    # breaker and the 429s pause it, and the retry gaps measured here would be theirs
+    # (test_upstream_protection.py covers that).
+    spec = s.WorkerSpec(http_timeout_seconds=0.5, concurrency=16, lease_seconds=5,
+                        extra={"upstream_protection": "false"})
     w = s.start_worker(procs, "faults", db_url, upstream, spec=spec, until_empty=True,
                        max_seconds=60)
     assert w.wait(60) == 0, w.tail()

@@ -33,7 +33,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0009"
-down_revision = "0007"  # TEMPORARY: "0008" once 0007/0008 are merged (see docstring)
+down_revision = "0008"  # chained after 0008 (upstream protection) at its merge
 branch_labels = None
 depends_on = None
 
