@@ -24,7 +24,12 @@ from core.db import Database
 from core.migrations import upgrade
 from syncbridge_tui.app import ConsoleOptions, SyncBridgeApp, create_app
 from syncbridge_tui.screens.enqueue import EnqueueScreen
-from syncbridge_tui.showcase import SHOWCASE_SCHEDULES, seed_showcase, showcase_log_events
+from syncbridge_tui.showcase import (
+    SHOWCASE_SCHEDULES,
+    SHOWCASE_UPSTREAM_LIMITS,
+    seed_showcase,
+    showcase_log_events,
+)
 
 SIZE = (140, 40)
 Scene = Callable[[Pilot[int]], Awaitable[None]]
@@ -116,6 +121,7 @@ SCENES: dict[str, Scene] = {
     "metrics": _pane("3"),
     "workers": _pane("4"),
     "log": scene_log,
+    "upstreams": _pane("6"),
     "detail": scene_detail,
     "confirm-replay": scene_confirm,
     "enqueue": scene_enqueue,
@@ -124,7 +130,8 @@ SCENES: dict[str, Scene] = {
 
 
 def showcase_settings(url: str) -> Settings:
-    return load_settings(database_url=url, max_retries=3)
+    return load_settings(database_url=url, max_retries=3,
+                         upstream_limits=SHOWCASE_UPSTREAM_LIMITS)
 
 
 def build_showcase(directory: Path, *, untrusted: bool = False,
