@@ -115,9 +115,9 @@ LOG = [
 # The upstreams pane (upstream protection: core.upstream_protection). Each is confirmed,
 # audited with the OS user as actor, and refused in a read-only console.
 UPSTREAMS = [
-    Key("upstream.pause", "p", "upstream_action('pause')", "Pause",
+    Key("upstream.pause", "p", "upstream_action('pause')", "Pause upstream",
         "pause the upstream fleet-wide (asks how long)", group="upstreams"),
-    Key("upstream.resume", "u", "upstream_action('resume')", "Resume",
+    Key("upstream.resume", "u", "upstream_action('resume')", "Resume upstream",
         "lift the upstream's pause", group="upstreams"),
     Key("upstream.reset", "c", "upstream_action('reset')", "Close breaker",
         "reset: close the breaker, forget failures, pause and adaptive rate",

@@ -78,8 +78,10 @@ def describe(s: UpstreamState, failures_to_open: int) -> Text:
         t.append(" (a 429's Retry-After or an operator); every job calling it stays pending. ")
     if s.breaker == up.OPEN:
         t.append("breaker open", style="bold red")
-        t.append(f" after {failures_to_open} failures in a row: its jobs are held; one probe "
-                 f"job {until(s.next_probe_at) if s.next_probe_at else 'now'} (cool-down "
+        if s.failures:
+            t.append(f" after {s.failures} failures in a row")
+        t.append(f": its jobs are held; one probe job "
+                 f"{until(s.next_probe_at) if s.next_probe_at else 'now'} (cool-down "
                  f"{s.cooldown_seconds:g}s) closes it or reopens it for longer.")
     elif s.breaker == up.HALF_OPEN:
         t.append("half-open", style="bold yellow")
