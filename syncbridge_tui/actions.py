@@ -72,6 +72,11 @@ def upstream_refusal(verb: str, s: up.UpstreamState) -> str | None:
     return None
 
 
+def left(ts: float | None) -> str:
+    """How long until `ts`: "4m12s"."""
+    return "-" if ts is None else span(max(0.0, ts - clock.now()))
+
+
 def upstream_explain(verb: str, s: up.UpstreamState, actor: str, cooldown: float) -> Text:
     name = clean(s.name, 40)
     body = Text()
@@ -80,10 +85,10 @@ def upstream_explain(verb: str, s: up.UpstreamState, actor: str, cooldown: float
                     "no retry budget spent), until the pause ends or someone resumes it (u). "
                     f"{s.waiting} waiting now.")
         if s.paused_until is not None:
-            body.append(f"\nIt is paused already ({until(s.paused_until)} left): the new "
+            body.append(f"\nIt is paused already ({left(s.paused_until)} left): the new "
                         "pause replaces that one.", style="bold yellow")
     elif verb == "resume":
-        body.append(f"The pause on {name} ({until(s.paused_until)} left) is lifted: its "
+        body.append(f"The pause on {name} ({left(s.paused_until)} left) is lifted: its "
                     f"{s.waiting} waiting jobs may be claimed again at once.")
         if s.breaker != up.CLOSED:
             body.append(f"\nIts breaker stays {s.breaker.replace('_', '-')}.",
@@ -113,7 +118,7 @@ class OperatorActions:
                  request_poll: Callable[[], None], open_detail: Callable[[int], None],
                  showing_detail: Callable[[], bool],
                  job_types: Callable[[], list[str]] | None = None,
-                 upstreams: UpstreamScope | None = None) -> None:
+                 upstreams: UpstreamScope | None = None, actor: str | None = None) -> None:
         self._app = app  # for its dialogs (push_screen) and toasts (notify)
         self.db = db
         self.engine = engine
@@ -125,6 +130,7 @@ class OperatorActions:
         self.showing_detail = showing_detail  # a job's detail on show: replay hints at `n`
         self.job_types = job_types or (lambda: [])
         self.upstreams = upstreams or UpstreamScope()
+        self.actor = actor  # the upstream controls' audit actor; None: the OS user
 
     def refuse_if_read_only(self, what: str) -> bool:
         if self.read_only:
@@ -233,7 +239,7 @@ class OperatorActions:
         if refusal is not None:
             self._app.notify(refusal, title=f"Cannot {verb} {name}", severity="warning")
             return
-        actor = operator_actions.current_actor()
+        actor = self.actor or operator_actions.current_actor()
         cooldown = self.upstreams.policy.cooldown_seconds
         body = upstream_explain(verb, seen, actor, cooldown)
 

@@ -65,6 +65,9 @@ class ConsoleOptions:
     seed: Callable[[], int] | None = None
     # The recurring schedules the workers pane shows; None: the registry's (core.schedules).
     schedules: list[Schedule] | None = None
+    # Who the upstream controls are audited as; None: the OS user (core's current_actor).
+    # Fixed in the showcase, whose screens name it.
+    actor: str | None = None
 
 
 @dataclass(slots=True)
@@ -130,7 +133,7 @@ class SyncBridgeApp(App[int]):
             in_thread=self.in_thread, request_poll=self.request_poll,
             open_detail=self.open_detail,
             showing_detail=lambda: isinstance(self.screen, DetailScreen),
-            job_types=self.job_types, upstreams=self._upstreams)
+            job_types=self.job_types, upstreams=self._upstreams, actor=options.actor)
 
     def job_types(self) -> list[str]:
         return self.registry.names()

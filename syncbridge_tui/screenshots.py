@@ -134,12 +134,13 @@ def showcase_settings(url: str) -> Settings:
                          upstream_limits=SHOWCASE_UPSTREAM_LIMITS)
 
 
-def build_showcase(directory: Path, *, untrusted: bool = False,
-                   read_only: bool = False) -> SyncBridgeApp:
+def build_showcase(directory: Path, *, untrusted: bool = False, read_only: bool = False,
+                   actor: str | None = "operator") -> SyncBridgeApp:
     """A seeded SQLite database in `directory` and a console over it at a fixed clock.
 
     The URL is relative (the caller is in `directory`) so the header is the same
-    everywhere: `sqlite:///syncbridge.db`.
+    everywhere: `sqlite:///syncbridge.db`; the upstream controls' actor is fixed too
+    (`actor=None`: the OS user, as in a real console).
     """
     os.chdir(directory)
     settings = showcase_settings("sqlite:///syncbridge.db")
@@ -148,7 +149,8 @@ def build_showcase(directory: Path, *, untrusted: bool = False,
     now = seed_showcase(db, settings, untrusted=untrusted)
     return create_app(settings, ConsoleOptions(
         read_only=read_only, embedded_worker=False, live=False, clock=lambda: now,
-        blink=False, keymap={}, configure_logging=False, schedules=SHOWCASE_SCHEDULES), db=db)
+        blink=False, keymap={}, configure_logging=False, schedules=SHOWCASE_SCHEDULES,
+        actor=actor), db=db)
 
 
 async def _shoot(name: str, scene: Scene, out: Path) -> Path:

@@ -45,7 +45,7 @@ class PauseScreen(ModalScreen[float | None]):
             field.cursor_blink = self.blink
             yield field
             yield Static(Text(" "), id="pause-error")
-            with Horizontal(classes="buttons"):
+            with Horizontal(classes="buttons", id="pause-choices"):
                 for label, _ in CHOICES:
                     yield Button(f"Pause {label}", variant="warning", id=f"for-{label}")
                 yield Button("Keep (esc)", id="keep")

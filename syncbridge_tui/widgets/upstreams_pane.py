@@ -20,12 +20,13 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 
+from core import clock
 from core import upstream_protection as up
 from core.upstream_protection import UpstreamState
 from syncbridge_tui import keymap
 from syncbridge_tui.cells import cell
 from syncbridge_tui.context import Console
-from syncbridge_tui.text import clean, until
+from syncbridge_tui.text import clean, span, until
 from syncbridge_tui.widgets.window_table import WindowTable
 
 COLUMNS = [("UPSTREAM", 14), ("STATE", 9), ("BREAKER", 9), ("PAUSE ENDS", 10), ("RATE", 7),
@@ -74,7 +75,8 @@ def describe(s: UpstreamState, failures_to_open: int) -> Text:
     t.append(name, style="bold")
     t.append(": ")
     if s.paused_until is not None:
-        t.append(f"paused, {until(s.paused_until)} left", style="bold yellow")
+        t.append(f"paused for another {span(max(0.0, s.paused_until - clock.now()))}",
+                 style="bold yellow")
         t.append(" (a 429's Retry-After or an operator); every job calling it stays pending. ")
     if s.breaker == up.OPEN:
         t.append("breaker open", style="bold red")
@@ -190,9 +192,6 @@ class UpstreamsPane(Vertical):
             n = states.count(what)
             if n:
                 t.append(f"  {n} {what}", style=STATE_STYLES[what])
-        held = sum(s.waiting for s in self.rows if s.state != up.CLOSED)
-        if held:
-            t.append(f"  {held} jobs held", style="yellow")
         t.append("  (held jobs stay pending: no attempt, no budget spent; 429s and 5xx: "
                  "last minute)", style="dim")
         if not self.rows:

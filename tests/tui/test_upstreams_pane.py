@@ -138,7 +138,7 @@ async def _confirm(pilot: Any, app: SyncBridgeApp, key: str) -> None:
 
 
 async def test_pause_resume_close_open_confirmed_and_audited(showcase: MakeApp) -> None:
-    app = showcase()
+    app = showcase(actor=None)  # as a real console: the OS user
     me = operator_actions.current_actor()
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
