@@ -262,6 +262,22 @@ def recorded_type_upstreams(rows: Iterable[Row]) -> dict[str, tuple[str, ...]]:
     return {t: tuple(ups) for t, ups in out.items()}
 
 
+def fleet_type_upstreams(db: Database, declared: Mapping[str, Sequence[str]] | None = None
+                         ) -> dict[str, tuple[str, ...]]:
+    """Job type -> upstreams: what the fleet's workers recorded, with the app's declarations
+    (`declared`) added, so a face shows an app's upstreams before any worker ran and the
+    types of other apps on the same database too (a read of the few upstream rows)."""
+    with db.read() as conn:
+        recorded = recorded_type_upstreams(
+            Row(name, job_types=types) for name, types in conn.execute(
+                select(upstreams_t.c.name, upstreams_t.c.job_types)))
+    out = {t: list(ups) for t, ups in recorded.items()}
+    for t, ups in (declared or {}).items():
+        have = out.setdefault(t, [])
+        have += [u for u in ups if u not in have]
+    return {t: tuple(ups) for t, ups in out.items() if ups}
+
+
 def _read_rows(conn: Connection, names: Sequence[str], lock: bool,
                is_postgres: bool) -> dict[str, Row]:
     q = select(upstreams_t).where(upstreams_t.c.name.in_(list(names)))

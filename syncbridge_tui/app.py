@@ -22,13 +22,15 @@ from textual.screen import ModalScreen, Screen
 
 from core import clock, enqueue, reads
 from core import logging as sblog
-from core.config import Settings
+from core import upstream_protection as up
+from core.config import Settings, SettingsError
 from core.db import Database
 from core.handlers import Registry
 from core.reads import finished_since
 from core.schedules import Schedule
 from syncbridge_tui import keymap
 from syncbridge_tui.actions import OperatorActions
+from syncbridge_tui.context import UpstreamScope
 from syncbridge_tui.engine import EmbeddedWorker, LogBuffer
 from syncbridge_tui.live import LiveScreen, LiveView
 from syncbridge_tui.screens.detail import DetailScreen
@@ -37,6 +39,7 @@ from syncbridge_tui.screens.main import MainScreen
 from syncbridge_tui.text import clean
 from syncbridge_tui.widgets.header import HeaderInfo, StatusHeader
 from syncbridge_tui.widgets.job_list import JobList
+from syncbridge_tui.widgets.upstreams_pane import UpstreamsPane
 
 T = TypeVar("T")
 
@@ -62,6 +65,9 @@ class ConsoleOptions:
     seed: Callable[[], int] | None = None
     # The recurring schedules the workers pane shows; None: the registry's (core.schedules).
     schedules: list[Schedule] | None = None
+    # Who the upstream controls are audited as; None: the OS user (core's current_actor).
+    # Fixed in the showcase, whose screens name it.
+    actor: str | None = None
 
 
 @dataclass(slots=True)
@@ -120,15 +126,29 @@ class SyncBridgeApp(App[int]):
         self._last_jobs_per_second = 0.0
         self._last_error: str | None = None
         self._unsubscribe_log: Callable[[], None] | None = None
+        self.upstream_error: str | None = None
+        self._upstreams = self._upstream_scope()
         self.actions = OperatorActions(
             self, db, engine=self.engine, read_only=self.read_only, blink=options.blink,
             in_thread=self.in_thread, request_poll=self.request_poll,
             open_detail=self.open_detail,
             showing_detail=lambda: isinstance(self.screen, DetailScreen),
-            job_types=self.job_types)
+            job_types=self.job_types, upstreams=self._upstreams, actor=options.actor)
 
     def job_types(self) -> list[str]:
         return self.registry.names()
+
+    def _upstream_scope(self) -> UpstreamScope:
+        declared = up.type_upstreams(self.registry)
+        try:
+            policy = up.Policy.from_settings(self.settings)
+        except SettingsError as exc:  # the worker refuses it too; the pane still shows states
+            self.upstream_error = f"{exc} (the upstreams pane shows no configured limits)"
+            policy = up.Policy()
+        return UpstreamScope(policy, {t: ups for t, ups in declared.items() if ups})
+
+    def upstream_scope(self) -> UpstreamScope:
+        return self._upstreams
 
     def schedules(self) -> list[Schedule]:
         if self.options.schedules is not None:
@@ -151,6 +171,8 @@ class SyncBridgeApp(App[int]):
         if self.keymap_error:
             self.notify(self.keymap_error + " (using the default keys)", severity="error",
                         timeout=10)
+        if self.upstream_error:
+            self.notify(self.upstream_error, severity="error", timeout=10)
         self.call_after_refresh(self.request_poll)
         if self.options.seed is not None:
             self.set_timer(0.5, self._seed)
@@ -414,6 +436,10 @@ class SyncBridgeApp(App[int]):
     def export_view(self, flt: reads.JobFilter, sort: str, what: str) -> None:
         self.actions.export_view(flt, sort, what)
 
+    def upstream_action(self, verb: str, seen: up.UpstreamState | None,
+                        on_done: Callable[[], None]) -> None:
+        self.actions.upstream_action(verb, seen, on_done)
+
     def enqueue_one(self, job_type: str, entity_id: str) -> enqueue.EnqueueResult:
         return enqueue.enqueue(self.db, job_type, entity_id, known_types=self.registry.names(),
                                max_attempts=self.registry.max_attempts(job_type, self.settings))
@@ -426,7 +452,7 @@ class SyncBridgeApp(App[int]):
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
         seen: set[str] = set()
-        for key in keymap.GLOBAL + keymap.LIST + keymap.DETAIL:
+        for key in keymap.GLOBAL + keymap.LIST + keymap.DETAIL + keymap.UPSTREAMS:
             if key.action in seen or key.id in ("interrupt", "clear", "back"):
                 continue
             seen.add(key.action)
@@ -439,6 +465,14 @@ class SyncBridgeApp(App[int]):
             self.call_later(self.run_action, key.action)
             return
         screen = self.base_screen()
+        if key.group == "upstreams":
+            pane = screen.active_pane() if isinstance(screen, MainScreen) else None
+            if not isinstance(pane, UpstreamsPane):
+                self.notify(f"{key.description}: works in the upstreams pane (6), on the "
+                            "upstream under the cursor", severity="warning")
+                return
+            self.call_later(self.run_action, key.action, pane)
+            return
         target: DetailScreen | JobList | None = None
         if isinstance(screen, DetailScreen):
             target = screen if key.group == "detail" else None

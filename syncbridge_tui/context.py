@@ -4,15 +4,27 @@ implements it), so that they never reach for `self.app` and never import the app
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 from core import reads
 from core.config import Settings
 from core.db import Database
 from core.schedules import Schedule
+from core.upstream_protection import Policy, UpstreamState
 from syncbridge_tui.engine import LogBuffer
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamScope:
+    """What the console knows of upstream protection without the database: the policy
+    from the settings (configured limits, cool-down) and the app's declarations (job type
+    -> upstreams; the fleet's recorded ones are added at each read)."""
+
+    policy: Policy = field(default_factory=Policy)
+    declared: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 class InThread(Protocol):
@@ -56,4 +68,14 @@ class Console(Protocol):
 
     def job_types(self) -> list[str]:
         """The app's job types (the type filter, the enqueue form)."""
+        ...
+
+    def upstream_scope(self) -> UpstreamScope:
+        """The upstreams pane's and the hold reasons' policy and app declarations."""
+        ...
+
+    def upstream_action(self, verb: str, seen: UpstreamState | None,
+                        on_done: Callable[[], None]) -> None:
+        """pause / resume / reset / open an upstream, confirmed first (syncbridge_tui.actions);
+        `seen` is the state the console last showed."""
         ...

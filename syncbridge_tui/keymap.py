@@ -48,6 +48,8 @@ GLOBAL = [
     Key("pane.metrics", "3", "switch_pane('metrics')", "Metrics", "metrics pane", show=False),
     Key("pane.workers", "4", "switch_pane('workers')", "Workers", "workers pane", show=False),
     Key("pane.log", "5", "switch_pane('log')", "Log", "log pane", show=False),
+    Key("pane.upstreams", "6", "switch_pane('upstreams')", "Upstreams", "upstreams pane",
+        show=False),
     Key("enqueue", "e", "enqueue", "Enqueue", "enqueue a job (form)"),
     Key("worker.toggle", "w", "toggle_worker", "Pause", "pause or resume the embedded worker"),
     Key("freeze", "f", "toggle_freeze", "Freeze", "freeze or resume live refresh"),
@@ -110,6 +112,20 @@ LOG = [
         show=False, group="log"),
 ]
 
+# The upstreams pane (upstream protection: core.upstream_protection). Each is confirmed,
+# audited with the OS user as actor, and refused in a read-only console.
+UPSTREAMS = [
+    Key("upstream.pause", "p", "upstream_action('pause')", "Pause upstream",
+        "pause the upstream fleet-wide (asks how long)", group="upstreams"),
+    Key("upstream.resume", "u", "upstream_action('resume')", "Resume upstream",
+        "lift the upstream's pause", group="upstreams"),
+    Key("upstream.reset", "c", "upstream_action('reset')", "Close breaker",
+        "reset: close the breaker, forget failures, pause and adaptive rate",
+        group="upstreams"),
+    Key("upstream.open", "o", "upstream_action('open')", "Open breaker",
+        "open the breaker by hand (one probe after the cool-down)", group="upstreams"),
+]
+
 # Confirmation dialogs.
 DIALOG = [
     Key("confirm.yes", "y,enter", "answer(True)", "Yes", "confirm", group="dialog"),
@@ -117,10 +133,10 @@ DIALOG = [
         group="dialog"),
 ]
 
-ALL = GLOBAL + LIST + MOVE + DETAIL + LOG + DIALOG
+ALL = GLOBAL + LIST + MOVE + DETAIL + LOG + UPSTREAMS + DIALOG
 GROUP_TITLES = {"global": "Everywhere", "list": "Job lists",
                 "move": "Moving", "detail": "Job detail", "log": "Log pane",
-                "dialog": "Confirmations"}
+                "upstreams": "Upstreams pane", "dialog": "Confirmations"}
 
 
 def bindings(keys: list[Key]) -> list[BindingType]:
@@ -179,7 +195,8 @@ def show_key(keys: str) -> str:
 
 
 _WHERE = {"global": "everywhere", "list": "job lists", "move": "tables, log",
-          "detail": "job detail", "log": "log pane", "dialog": "confirmations"}
+          "detail": "job detail", "log": "log pane", "upstreams": "upstreams pane",
+          "dialog": "confirmations"}
 
 
 def markdown_table() -> str:

@@ -38,7 +38,7 @@ class LiveScreen(Protocol):
 
 
 class Pane(Protocol):
-    """One of the main screen's panes (1-5)."""
+    """One of the main screen's panes (1-6)."""
 
     def focus_table(self) -> None: ...
 

@@ -24,7 +24,12 @@ from core.db import Database
 from core.migrations import upgrade
 from syncbridge_tui.app import ConsoleOptions, SyncBridgeApp, create_app
 from syncbridge_tui.screens.enqueue import EnqueueScreen
-from syncbridge_tui.showcase import SHOWCASE_SCHEDULES, seed_showcase, showcase_log_events
+from syncbridge_tui.showcase import (
+    SHOWCASE_SCHEDULES,
+    SHOWCASE_UPSTREAM_LIMITS,
+    seed_showcase,
+    showcase_log_events,
+)
 
 SIZE = (140, 40)
 Scene = Callable[[Pilot[int]], Awaitable[None]]
@@ -116,6 +121,7 @@ SCENES: dict[str, Scene] = {
     "metrics": _pane("3"),
     "workers": _pane("4"),
     "log": scene_log,
+    "upstreams": _pane("6"),
     "detail": scene_detail,
     "confirm-replay": scene_confirm,
     "enqueue": scene_enqueue,
@@ -124,15 +130,17 @@ SCENES: dict[str, Scene] = {
 
 
 def showcase_settings(url: str) -> Settings:
-    return load_settings(database_url=url, max_retries=3)
+    return load_settings(database_url=url, max_retries=3,
+                         upstream_limits=SHOWCASE_UPSTREAM_LIMITS)
 
 
-def build_showcase(directory: Path, *, untrusted: bool = False,
-                   read_only: bool = False) -> SyncBridgeApp:
+def build_showcase(directory: Path, *, untrusted: bool = False, read_only: bool = False,
+                   actor: str | None = "operator") -> SyncBridgeApp:
     """A seeded SQLite database in `directory` and a console over it at a fixed clock.
 
     The URL is relative (the caller is in `directory`) so the header is the same
-    everywhere: `sqlite:///syncbridge.db`.
+    everywhere: `sqlite:///syncbridge.db`; the upstream controls' actor is fixed too
+    (`actor=None`: the OS user, as in a real console).
     """
     os.chdir(directory)
     settings = showcase_settings("sqlite:///syncbridge.db")
@@ -141,7 +149,8 @@ def build_showcase(directory: Path, *, untrusted: bool = False,
     now = seed_showcase(db, settings, untrusted=untrusted)
     return create_app(settings, ConsoleOptions(
         read_only=read_only, embedded_worker=False, live=False, clock=lambda: now,
-        blink=False, keymap={}, configure_logging=False, schedules=SHOWCASE_SCHEDULES), db=db)
+        blink=False, keymap={}, configure_logging=False, schedules=SHOWCASE_SCHEDULES,
+        actor=actor), db=db)
 
 
 async def _shoot(name: str, scene: Scene, out: Path) -> Path:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core import clock, completion, enqueue, heartbeats, leases, operator_actions, schedules
+from core import upstream_protection as up
 from core.config import Settings
 from core.db import Database
 from core.demo import registry
@@ -30,6 +31,11 @@ EVIL_MESSAGE = ("[bold red]BOOM[/] \x1b[31mred?\x1b[0m [link=https://evil.exampl
 
 # Recurring schedules the showcase app declares: one whose last slot made a job, one whose
 # last slot was skipped (its previous job still active), one that never ran yet.
+# Upstream protection: a rate limit on crm (the showcase's settings), and a third upstream,
+# `ledger`, that another app on the same database calls (its workers recorded it).
+SHOWCASE_UPSTREAM_LIMITS = '{"crm": {"rate": 20, "max_in_flight": 4}}'
+LEDGER_TYPES = {"ledger_post": ("ledger",)}
+
 SHOWCASE_SCHEDULES: list[Schedule] = [
     make_schedule("customers-hourly", "customer", every="1h", entity_id="c_2040"),
     make_schedule("invoices-nightly", "invoice", cron="0 2 * * *", entity_id="i_flaky"),
@@ -142,6 +148,7 @@ def seed_showcase(db: Database, settings: Settings, *, untrusted: bool = False) 
             schedules.new_correlation_id = pinned
         s.enqueue("customer", "c_2040")
         s.enqueue("invoice", "i_2050")
+        seed_upstreams(db, settings, flaky=flaky)
         now = clk.step(0.8)
         heartbeats.record_heartbeat(db, WorkerInfo(WORKER_ID, "ops-1", 4242, SHOWCASE_START - 60,
                                               now - 1.2, "running", 8, 0, 31))
@@ -157,6 +164,26 @@ def seed_showcase(db: Database, settings: Settings, *, untrusted: bool = False) 
         return now
     finally:
         clock.set_clock(previous)
+
+
+def seed_upstreams(db: Database, settings: Settings, *, flaky: int) -> None:
+    """What the workers' attempts told core.upstream_protection (recorded through its own
+    Protection, as a worker does): crm's 503s that a success cleared (closed; its rate limit
+    is configured), five failures in a row that opened billing's breaker a moment ago; and
+    an operator's 15-minute pause of ledger. At one instant: the clock the other scenes
+    are shown at stays as it was."""
+    policy = up.Policy.from_settings(settings, environ={})
+    demo = up.type_upstreams(registry)
+    worker = up.Protection(db, policy, demo, WORKER_ID)
+    worker.start()
+    crm = [up.Observation("crm", "failure", flaky), up.Observation("crm", "failure", flaky),
+           up.Observation("crm", "ok", flaky)]
+    for obs in crm:
+        worker.record([obs])
+    for _ in range(policy.breaker_failures):
+        worker.record([up.Observation("billing", "failure", 9)])
+    up.ensure_rows(db, ["ledger"], policy.cooldown_seconds, LEDGER_TYPES)
+    up.pause(db, "ledger", 900, actor="operator", known=["ledger"])
 
 
 def showcase_log_events(at: float) -> list[dict[str, Any]]:

@@ -46,8 +46,8 @@ class HelpScreen(ModalScreen[None]):
                         "e.g. [keys] retry = \"R\". Actions apply to the marked jobs when "
                         "there are any, else to the cursor's.", style="dim")
             if self.read_only:
-                note.append("\nREAD-ONLY: retry, replay, cancel, enqueue and pause/resume "
-                            "are disabled.", style="bold yellow")
+                note.append("\nREAD-ONLY: retry, replay, cancel, enqueue, pause/resume and "
+                            "the upstream controls are disabled.", style="bold yellow")
             yield Static(note)
 
     def action_close(self) -> None:

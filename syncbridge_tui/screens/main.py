@@ -1,4 +1,4 @@
-"""The main screen: the header, one pane at a time (1-5), the footer."""
+"""The main screen: the header, one pane at a time (1-6), the footer."""
 
 from __future__ import annotations
 
@@ -15,9 +15,10 @@ from syncbridge_tui.widgets.header import StatusHeader
 from syncbridge_tui.widgets.job_list import DeadLettersPane, JobList, JobsPane
 from syncbridge_tui.widgets.log_pane import LogPane
 from syncbridge_tui.widgets.metrics_pane import MetricsPane
+from syncbridge_tui.widgets.upstreams_pane import UpstreamsPane
 from syncbridge_tui.widgets.workers_pane import WorkersPane
 
-PANE_IDS = ("jobs", "dead", "metrics", "workers", "log")
+PANE_IDS = ("jobs", "dead", "metrics", "workers", "log", "upstreams")
 
 
 class MainScreen(Screen[None]):
@@ -32,12 +33,15 @@ class MainScreen(Screen[None]):
         workers = WorkersPane(console.db, console.settings.lease_seconds, id="workers",
                               schedules=console.schedules())
         self.log_pane = LogPane(console.log_buffer, id="log")
+        upstreams = UpstreamsPane(console, id="upstreams")
         self._panes: dict[str, Pane] = {"jobs": jobs, "dead": dead, "metrics": metrics,
-                                        "workers": workers, "log": self.log_pane}
+                                        "workers": workers, "log": self.log_pane,
+                                        "upstreams": upstreams}
         # The panes the poll refreshes (the log pane is fed from the log buffer instead).
         self._live: dict[str, LiveView[Any]] = {"jobs": jobs, "dead": dead,
-                                                "metrics": metrics, "workers": workers}
-        self._widgets = (jobs, dead, metrics, workers, self.log_pane)
+                                                "metrics": metrics, "workers": workers,
+                                                "upstreams": upstreams}
+        self._widgets = (jobs, dead, metrics, workers, self.log_pane, upstreams)
 
     def compose(self) -> ComposeResult:
         yield StatusHeader(id="header")

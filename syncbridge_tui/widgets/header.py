@@ -10,7 +10,7 @@ from textual.widgets import Static
 from syncbridge_tui.text import clean
 
 PANES = [("jobs", "1 Jobs"), ("dead", "2 Dead letters"), ("metrics", "3 Metrics"),
-         ("workers", "4 Workers"), ("log", "5 Log")]
+         ("workers", "4 Workers"), ("log", "5 Log"), ("upstreams", "6 Upstreams")]
 WORKER_STYLES = {"running": "bold green", "paused": "bold yellow", "off": "dim",
                  "starting": "yellow", "stopping": "yellow", "stopped": "red"}
 

@@ -24,7 +24,7 @@ from textual.containers import Vertical
 from textual.timer import Timer
 from textual.widgets import DataTable, Input, Static
 
-from core import reads
+from core import reads, upstream_protection
 from core.db import Database
 from core.reads import job_ids, latest_replays
 from core.records import Job
@@ -272,9 +272,9 @@ class JobList(Vertical):
 
     # --- rendering -------------------------------------------------------------------------------
 
-    @staticmethod
-    def annotate(db: Database, jobs: list[Job]) -> Any:
-        """Runs in the poll's thread: more about the rows in view (subclasses)."""
+    def annotate(self, db: Database, jobs: list[Job]) -> Any:
+        """Runs in the poll's thread: more about the rows in view (subclasses; no UI access,
+        only what the pane captured when it was built)."""
         return None
 
     def mark_cell(self, job: Job) -> Text:
@@ -589,6 +589,19 @@ class JobsPane(JobList):
     NARROW = (("CORRELATION", "FROM"), ("AGE", "ATTEMPTS"))
     MIN_ERROR = 20
 
+    def __init__(self, console: Console, *, id: str | None = None) -> None:
+        super().__init__(console, id=id)
+        # The app's job types -> upstreams; the fleet's recorded ones are added at each read.
+        self._declared = console.upstream_scope().declared
+
+    def annotate(self, db: Database, jobs: list[Job]) -> dict[int, str]:
+        """Why the pending jobs in view are held back ("held: billing open"): the few
+        upstream rows, read only when the window shows a pending job."""
+        if not any(job.status == "pending" for job in jobs):
+            return {}
+        by_type = upstream_protection.fleet_type_upstreams(db, self._declared)
+        return upstream_protection.hold_reasons(db, jobs, upstreams_by_type=by_type)
+
     def columns_for(self, width: int) -> list[tuple[str, int]]:
         usable = width - 2  # the vertical scrollbar
         narrow = {"ENTITY": 18, "ID": 7, "TYPE": 9, "STATUS": 9}
@@ -607,15 +620,20 @@ class JobsPane(JobList):
                 for label, w in cols]
 
     def row(self, job: Job) -> tuple[Text, ...]:
-        next_run = until(job.next_run_at) if job.status == "pending" else "-"
+        next_run = cell(until(job.next_run_at) if job.status == "pending" else "-")
         err_type = job.dead_error_type or job.last_error_type
         message = job.dead_error or job.last_error
         err = f"{err_type}: {message}" if err_type and message else err_type
+        last = dash(err, "red" if job.status in ("failed", "dead") else "dim")
+        held = (self.extra or {}).get(job.id)
+        if held:
+            # Held back by its upstream: why, first (the previous error after it).
+            next_run = cell("held", "bold yellow")
+            last = cell(f"{held} · {err}" if err else held, "yellow")
         return (self.mark_cell(job), cell(job.id), cell(job.job_type), cell(job.entity_id),
                 status_cell(job.status), cell(f"{job.attempt_count}/{job.max_attempts}"),
-                cell(next_run), cell(ago(job.created_at)), cell(job.correlation_id[:12], "dim"),
-                cell(f"↻{job.replay_of_job_id}" if job.is_replay else "", "cyan"),
-                dash(err, "red" if job.status in ("failed", "dead") else "dim"))
+                next_run, cell(ago(job.created_at)), cell(job.correlation_id[:12], "dim"),
+                cell(f"↻{job.replay_of_job_id}" if job.is_replay else "", "cyan"), last)
 
 
 class DeadLettersPane(JobList):
@@ -625,8 +643,7 @@ class DeadLettersPane(JobList):
     COLUMNS = [("", 1), ("ID", 7), ("TYPE", 9), ("ENTITY", 16), ("DEAD ERROR", 20),
                ("MESSAGE", 31), ("ATTEMPTS", 8), ("AGE", 8), ("DIED", 8), ("REPLAYED", 8)]
 
-    @staticmethod
-    def annotate(db: Database, jobs: list[Job]) -> dict[int, int]:
+    def annotate(self, db: Database, jobs: list[Job]) -> dict[int, int]:
         return latest_replays(db, [job.id for job in jobs])
 
     def row(self, job: Job) -> tuple[Text, ...]:

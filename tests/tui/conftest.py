@@ -32,7 +32,8 @@ def anyio_backend() -> str:
 
 @pytest.fixture
 def showcase(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[MakeApp]:
-    """make(untrusted=False, read_only=False) -> a console over the seeded demo history.
+    """make(untrusted=False, read_only=False, actor="operator") -> a console over the seeded
+    demo history (actor=None: the upstream controls are audited as the OS user).
 
     The database URL is relative to tmp_path (we chdir there), so the header reads
     `sqlite:///syncbridge.db` in every snapshot.
@@ -40,7 +41,7 @@ def showcase(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[MakeAp
     monkeypatch.chdir(tmp_path)
     apps: list[SyncBridgeApp] = []
 
-    def make(**kwargs: bool) -> SyncBridgeApp:
+    def make(**kwargs: bool | str | None) -> SyncBridgeApp:
         app = build_showcase(tmp_path, **kwargs)
         apps.append(app)
         return app

@@ -15,8 +15,8 @@ from syncbridge_tui import keymap
 
 def test_every_binding_has_an_id_unique_within_its_screen() -> None:
     assert all(b.id for b in keymap.bindings(keymap.ALL))
-    for group in (keymap.GLOBAL + keymap.LIST, keymap.DETAIL, keymap.MOVE, keymap.LOG,
-                  keymap.DIALOG):
+    for group in (keymap.GLOBAL + keymap.LIST, keymap.GLOBAL + keymap.UPSTREAMS,
+                  keymap.DETAIL, keymap.MOVE, keymap.LOG, keymap.DIALOG):
         ids = [k.id for k in group]
         assert len(ids) == len(set(ids))
     # One id, one meaning: "retry" in a list and in a job's detail is the same action.
@@ -29,7 +29,7 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 # README's spelling of a key -> Textual's.
 KEY_NAMES = {"?": "question_mark", "/": "slash", "*": "asterisk", "esc": "escape"}
 # Bindings local to one dialog, closing it; not remappable and not in the README's table.
-LOCAL_CLOSERS = {"export.cancel", "enqueue.close", "help.close"}
+LOCAL_CLOSERS = {"export.cancel", "enqueue.close", "help.close", "pause.close"}
 
 
 def _where_classes() -> dict[str, type]:
@@ -40,11 +40,12 @@ def _where_classes() -> dict[str, type]:
     from syncbridge_tui.screens.main import MainScreen
     from syncbridge_tui.widgets.job_list import JobList
     from syncbridge_tui.widgets.log_pane import LogView
+    from syncbridge_tui.widgets.upstreams_pane import UpstreamsPane
     from syncbridge_tui.widgets.window_table import WindowTable
 
     return {"everywhere": SyncBridgeApp, "job lists": JobList, "detail": DetailScreen,
             "confirmations": ConfirmScreen, "tables": WindowTable, "log": LogView,
-            "log pane": MainScreen}
+            "log pane": MainScreen, "upstreams pane": UpstreamsPane}
 
 
 def _ticked(cell: str) -> list[str]:

@@ -12,6 +12,7 @@ from textual.pilot import Pilot
 
 from syncbridge_tui.screens.confirm import ConfirmScreen
 from syncbridge_tui.screens.export import ExportScreen
+from syncbridge_tui.screens.pause import PauseScreen
 from syncbridge_tui.screenshots import SCENES, SIZE, settle, wait_until
 from syncbridge_tui.showcase import EVIL_ENTITY
 
@@ -83,7 +84,8 @@ def test_export_modal(showcase: MakeApp, snap_compare: Any) -> None:
 
 @pytest.mark.parametrize("width", [80, 120])
 def test_jobs_narrow(width: int, showcase: MakeApp, snap_compare: Any) -> None:
-    """Narrower terminals drop the least-read columns; LAST ERROR keeps 20+ characters."""
+    """Narrower terminals drop the least-read columns; LAST ERROR keeps 20+ characters (and
+    says why a pending job is held: "held: billing open")."""
     assert snap_compare(showcase(), terminal_size=(width, 30), run_before=scene_jobs_narrow)
 
 
@@ -93,3 +95,17 @@ async def scene_jobs_narrow(pilot: Pilot[int]) -> None:
     assert labels[-1] == "LAST ERROR"
     width = list(pilot.app.screen.query_one("#table").columns.values())[-1].width
     assert width >= 20, width
+
+
+def test_pause_prompt(showcase: MakeApp, snap_compare: Any) -> None:
+    """p on the upstreams pane: for how long (typed, or one of four choices), esc keeps."""
+
+    async def run(pilot: Pilot[int]) -> None:
+        await settle(pilot)
+        await pilot.press("6")
+        await settle(pilot)
+        await pilot.press("j", "p")
+        await wait_until(pilot, lambda: isinstance(pilot.app.screen, PauseScreen),
+                         what="the pause prompt")
+
+    assert snap_compare(showcase(), terminal_size=SIZE, run_before=run)
