@@ -1,8 +1,7 @@
 """retention: the pruner's indexes, its leader lease, space given back
 
 Revision ID: 0009
-Revises: 0006 (TEMPORARY: 0007 and 0008 are being added on other branches; the chain is
-fixed to down_revision = "0008" at merge)
+Revises: 0008
 Create Date: 2026-12-01
 
 core.retention deletes finished jobs (with their attempts) and audit events past their
@@ -33,7 +32,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0009"
-down_revision = "0008"  # chained after 0008 (upstream protection) at its merge
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
