@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import math
 import os
 import platform
@@ -90,7 +91,7 @@ def _crossing(series: list[tuple[float, int, float, float]], target: float
               ) -> tuple[float, float, float]:
     """(wall time, worker CPU s, server CPU s) where the done count crosses `target`,
     interpolated between the two samples around it."""
-    for (ta, ca, wa, sa), (tb, cb, wb, sbv) in zip(series, series[1:]):
+    for (ta, ca, wa, sa), (tb, cb, wb, sbv) in itertools.pairwise(series):
         if ca <= target <= cb and cb > ca:
             f = (target - ca) / (cb - ca)
             return ta + f * (tb - ta), wa + f * (wb - wa), sa + f * (sbv - sa)
@@ -124,11 +125,13 @@ def one_run(backend: str, c: int, args: argparse.Namespace, server: Running, tmp
                     series.append((time.time(), done, proc_cpu_seconds(pid),
                                    server.cpu_seconds()))
                     if args.py_spy and spy is None and done >= 0.1 * n:
-                        out = Path(args.py_spy) / f"{backend}-c{c}-{int(time.time())}.svg"
+                        name = f"{backend}-c{c}-{int(time.time())}.{args.py_spy_format}"
+                        out = Path(args.py_spy) / name
                         spy = subprocess.Popen(
                             [str(Path(sys.executable).parent / "py-spy"), "record",
                              "--pid", str(pid), "--duration", str(int(args.steady)),
-                             "--rate", "200", "--output", str(out), "--nonblocking"],
+                             "--rate", "200", "--output", str(out), "--nonblocking",
+                             *(["--format", "raw"] if str(out).endswith(".txt") else [])],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                         log(f"    py-spy -> {out}")
                     time.sleep(args.sample)
@@ -198,7 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeat", type=int, default=3, help="runs per cell (default 3)")
     p.add_argument("--sample", type=float, default=0.1, help="seconds between samples")
     p.add_argument("--py-spy", metavar="DIR",
-                   help="record a py-spy flame graph of the worker over each steady part")
+                   help="record a py-spy profile of the worker over each steady part")
+    p.add_argument("--py-spy-format", choices=("svg", "txt"), default="svg",
+                   help="flame graph (svg) or collapsed stacks (txt)")
     return p
 
 

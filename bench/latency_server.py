@@ -137,7 +137,7 @@ class _Conn(asyncio.Protocol):
 def _route(method: str, target: str) -> tuple[int, dict[str, Any]]:
     path = target.split("?", 1)[0]
     # /customers/{id}, under any prefix (an upstream's base URL may carry a path).
-    prefix, sep, key = path.rpartition("/customers/")
+    _prefix, sep, key = path.rpartition("/customers/")
     if sep and key and "/" not in key:
         if method == "GET":
             return 200, {"id": key, "name": f"Customer {key}", "email": f"{key}@example.com",

@@ -14,8 +14,11 @@ the app's, updated by SYNCBRIDGE_UPSTREAMS'; "${VAR}" in a value reads the envir
 
 from __future__ import annotations
 
+import importlib.util
+import math
 import os
 import re
+import sys
 from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -31,6 +34,35 @@ if TYPE_CHECKING:
     from core.handlers import Registry, Upstream
 
 _default_mock: MockUpstream | None = None
+
+# httpcore (1.0) runs `import sniffio` on every request to learn the async library, and
+# falls back to asyncio when that fails. sniffio is optional since anyio 4.x, so without it
+# each request paid a failed import (a search of sys.path, ~40 us, 1.5 times per request:
+# a tenth of a worker's CPU at 1,000 requests/s, bench/README.md "Concurrency against a
+# 50 ms upstream"). When it is not installed, record it as absent: the import fails at once,
+# with the same fallback (asyncio) and the same answer anyio would give.
+if "sniffio" not in sys.modules and importlib.util.find_spec("sniffio") is None:
+    sys.modules["sniffio"] = None  # type: ignore[assignment]
+
+# httpcore's connection pool does work proportional to its connections squared on every
+# request it starts or finishes (each idle connection recounts every connection, and every
+# connection's socket is polled for a server-side close). A worker running hundreds of jobs
+# at once therefore gets several clients per upstream, each for at most this many jobs at a
+# time (`pool_shards`), instead of one pool of hundreds of connections.
+JOBS_PER_POOL = 8
+
+
+def pool_shards(concurrency: int) -> int:
+    """How many clients per upstream a worker running `concurrency` jobs at once uses."""
+    return max(1, math.ceil(concurrency / JOBS_PER_POOL))
+
+
+def pool_limits(jobs: int) -> httpx.Limits:
+    """Connection limits of one client shared by at most `jobs` jobs at a time: two
+    connections per job (at least 10), all of them kept alive (closing idle ones above a
+    lower keep-alive limit only made the next request open a new connection)."""
+    size = max(10, jobs * 2)
+    return httpx.Limits(max_connections=size, max_keepalive_connections=size)
 
 # Set by the worker in each job's task: (correlation id, attempt number). Every request made
 # inside the task carries them, so upstreams can trace and de-duplicate.
@@ -191,10 +223,11 @@ def resolve_upstreams(registry: Registry, settings: Settings,
 
 
 def make_upstream_clients(upstreams: Mapping[str, ResolvedUpstream], settings: Settings,
-                          mock: MockUpstream | None = None) -> dict[str, httpx.AsyncClient]:
-    """One client per upstream; an upstream without a URL (demo mode only) gets the mock."""
-    limits = httpx.Limits(max_connections=max(10, settings.concurrency * 2),
-                          max_keepalive_connections=max(10, settings.concurrency))
+                          mock: MockUpstream | None = None, *, jobs: int | None = None
+                          ) -> dict[str, httpx.AsyncClient]:
+    """One client per upstream, sized for `jobs` jobs at a time (default: the settings'
+    concurrency); an upstream without a URL (demo mode only) gets the mock."""
+    limits = pool_limits(settings.concurrency if jobs is None else jobs)
     hooks = {"request": [_add_job_headers]}
     clients: dict[str, httpx.AsyncClient] = {}
     for name, up in upstreams.items():
