@@ -250,8 +250,7 @@ def make_clients(settings: Settings, mock: MockUpstream | None = None
     """The demo's CRM and Billing clients (kept for scripts; the worker uses
     make_upstream_clients)."""
     timeout = httpx.Timeout(settings.http_timeout_seconds)
-    limits = httpx.Limits(max_connections=max(10, settings.concurrency * 2),
-                          max_keepalive_connections=max(10, settings.concurrency))
+    limits = pool_limits(settings.concurrency)
 
     hooks = {"request": [_add_job_headers]}
 
