@@ -38,3 +38,47 @@ async def fail_once(ctx: JobContext) -> dict[str, Any] | None:
 async def probe(ctx: JobContext) -> dict[str, Any] | None:
     latencies.append(time.time() - ctx.payload["t"])  # type: ignore[index]
     return None
+
+
+# --- an integration job against a real HTTP upstream (bench/concurrency.py) -----------------
+#
+# A second app, so the job types above keep needing no upstream: its two named upstreams point
+# at bench/latency_server.py (the worker sets their URLs through SYNCBRIDGE_UPSTREAMS, like
+# a deployment would). The job is the demo's customer job: GET the customer from one
+# upstream, validate it, PUT it to the other, validate the answer.
+
+from urllib.parse import quote  # noqa: E402
+
+from pydantic import BaseModel, ConfigDict, Field  # noqa: E402
+
+from core.integrations.http import request_json, validated  # noqa: E402
+
+UPSTREAM_JOB = "bench_upstream_customer"
+upstream_app = Registry()
+upstream_app.upstream("bench_crm")
+upstream_app.upstream("bench_billing")
+
+
+class _Customer(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    id: str
+    name: str = Field(min_length=1)
+    email: str = Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    currency: str = Field(pattern=r"^[A-Z]{3}$")
+
+
+class _Ack(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    billing_id: str
+
+
+@upstream_app.job_type(UPSTREAM_JOB, upstreams=("bench_crm", "bench_billing"))
+async def upstream_customer(ctx: JobContext) -> dict[str, Any]:
+    key = quote(ctx.entity_id, safe="")
+    raw = await request_json(ctx.upstream("bench_crm"), "GET", f"/customers/{key}", what="CRM")
+    customer = validated(_Customer, raw, "CRM customer")
+    body = {"external_id": customer.id, "name": customer.name, "email": customer.email,
+            "currency": customer.currency}
+    ack = await request_json(ctx.upstream("bench_billing"), "PUT", f"/customers/{key}",
+                             what="Billing", json_body=body)
+    return {"billing_id": validated(_Ack, ack, "Billing answer").billing_id}

@@ -41,7 +41,7 @@ def enqueue(target: str, job_type: str, n: int, prefix: str = "e") -> float:
 
     db = _open(target)
     ids = [f"{prefix}{i}" for i in range(n)]
-    known = [*jobs.registry.names(), "customer"]
+    known = [*jobs.registry.names(), *jobs.upstream_app.names(), "customer"]
     try:
         t0 = time.perf_counter()
         res = core.enqueue.enqueue_many(db, job_type, ids, known_types=known, max_attempts=4)
@@ -98,16 +98,21 @@ async def worker(cfg: dict[str, Any], ctl: Control) -> dict[str, Any]:
     from core.worker import Worker
 
     configure(level=cfg.get("log_level", "warning"), quiet=True)
+    upstream_url = cfg.get("upstream_url")  # bench/concurrency.py: the latency server
     settings = load_settings(
         database_url=sa_url(cfg["target"]), concurrency=cfg["concurrency"],
         poll_seconds=cfg.get("poll", 0.2), job_backoff_seconds_base=0.0,
-        job_backoff_seconds_cap=0.0, lease_seconds=30, demo=bool(cfg.get("customer")))
+        job_backoff_seconds_cap=0.0, lease_seconds=30, demo=bool(cfg.get("customer")),
+        upstreams={n: {"url": upstream_url} for n in ("bench_crm", "bench_billing")}
+        if upstream_url else None)
     db = _open(cfg["target"])
     registry = jobs.registry
     if cfg.get("customer"):  # the built-in customer job, against the in-process mock
         from core.demo import registry as builtin
 
         registry = builtin
+    elif upstream_url:
+        registry = jobs.upstream_app
     w = Worker(db, settings, registry=registry, start_paused=True)
     task = asyncio.create_task(w.run())
     while w.state != "paused":

@@ -32,6 +32,7 @@ from core.handlers import JobContext, Registry
 from core.integrations.clients import (
     job_headers_var,
     make_upstream_clients,
+    pool_shards,
     resolve_upstreams,
 )
 from core.integrations.mock import MockUpstream
@@ -84,8 +85,12 @@ class Worker:
         self.policies: dict[str, JobPolicy] = {n: registry.policy(n, settings)
                                                for n in registry.names()}
         self._backoffs = {n: p.backoff for n, p in self.policies.items()}
-        self.clients: dict[str, Any] = {}
-        self._type_clients: dict[str, dict[str, Any]] = {}
+        self.clients: dict[str, Any] = {}  # the first shard's client per upstream
+        # Per shard (core.integrations.clients.pool_shards): job type -> its upstreams'
+        # clients; a job takes the shard running the fewest jobs.
+        self._type_clients: list[dict[str, dict[str, Any]]] = []
+        self._shard_jobs: list[int] = []
+        self._all_clients: list[Any] = []
         self.id = worker_id or make_worker_id()
         self.concurrency = concurrency or settings.concurrency
         self.backoff = Backoff(settings.job_backoff_seconds_base,
@@ -211,9 +216,18 @@ class Worker:
 
             listener = PgListener(self.db, self._wake_threadsafe)
             listener.start()
-        self.clients = make_upstream_clients(self.upstream_config, self.settings, self.mock)
-        self._type_clients = {spec.name: {n: self.clients[n] for n in spec.upstreams}
-                              for spec in self.registry.specs()}
+        self.clients, self._type_clients, self._all_clients = {}, [], []
+        shards = pool_shards(self.concurrency)
+        per_shard = -(-self.concurrency // shards)  # least-loaded choice: never more
+        for _ in range(shards):
+            clients = make_upstream_clients(self.upstream_config, self.settings, self.mock,
+                                            jobs=per_shard)
+            self._all_clients.extend(clients.values())
+            self._type_clients.append({spec.name: {n: clients[n] for n in spec.upstreams}
+                                       for spec in self.registry.specs()})
+            if not self.clients:
+                self.clients = clients
+        self._shard_jobs = [0] * shards
         background: list[asyncio.Task[None]] = []
         try:
             await self._db(heartbeats.record_heartbeat, self.db, self._info())
@@ -243,7 +257,7 @@ class Worker:
             if listener:
                 listener.stop()
             unsubscribe()
-            for client in self.clients.values():
+            for client in self._all_clients:
                 await client.aclose()
             self._pool.shutdown(wait=False)
         return self.stats
@@ -291,7 +305,9 @@ class Worker:
     async def _run_one(self, job: ClaimedJob) -> None:
         log = self.log.bind(job_id=job.id, attempt=job.lease_token, job_type=job.job_type,
                             entity_id=job.entity_id, correlation_id=job.correlation_id)
-        clients = self._type_clients.get(job.job_type, {})
+        loads = self._shard_jobs
+        shard = loads.index(min(loads)) if len(loads) > 1 else 0
+        clients = self._type_clients[shard].get(job.job_type, {}) if self._type_clients else {}
         ctx = JobContext(job.id, job.job_type, job.entity_id, job.payload, job.correlation_id,
                          job.lease_token, clients.get("crm"), clients.get("billing"), log,
                          upstreams=clients)
@@ -299,6 +315,8 @@ class Worker:
         # Each job runs in its own task, so this context variable is this job's alone; the
         # clients' request hook turns it into X-Correlation-ID and X-SyncBridge-Attempt.
         job_headers_var.set((job.correlation_id, job.lease_token))
+        if loads:
+            loads[shard] += 1
         try:
             if policy is None:
                 completion = await execute(job, self.registry.get(job.job_type), ctx,
@@ -310,6 +328,8 @@ class Worker:
         except asyncio.CancelledError:
             return  # whoever canceled it (lease loss, cancel, shutdown) records the attempt
         finally:
+            if loads:
+                loads[shard] -= 1
             self._tasks.pop(job.id, None)
             if self._wake is not None:
                 self._wake.set()

@@ -14,6 +14,7 @@ the app's, updated by SYNCBRIDGE_UPSTREAMS'; "${VAR}" in a value reads the envir
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -31,6 +32,26 @@ if TYPE_CHECKING:
     from core.handlers import Registry, Upstream
 
 _default_mock: MockUpstream | None = None
+
+# httpcore's connection pool does work proportional to its connections squared on every
+# request it starts or finishes (each idle connection recounts every connection, and every
+# connection's socket is polled for a server-side close). A worker running hundreds of jobs
+# at once therefore gets several clients per upstream, each for at most this many jobs at a
+# time (`pool_shards`), instead of one pool of hundreds of connections.
+JOBS_PER_POOL = 8
+
+
+def pool_shards(concurrency: int) -> int:
+    """How many clients per upstream a worker running `concurrency` jobs at once uses."""
+    return max(1, math.ceil(concurrency / JOBS_PER_POOL))
+
+
+def pool_limits(jobs: int) -> httpx.Limits:
+    """Connection limits of one client shared by at most `jobs` jobs at a time: two
+    connections per job (at least 10), all of them kept alive (closing idle ones above a
+    lower keep-alive limit only made the next request open a new connection)."""
+    size = max(10, jobs * 2)
+    return httpx.Limits(max_connections=size, max_keepalive_connections=size)
 
 # Set by the worker in each job's task: (correlation id, attempt number). Every request made
 # inside the task carries them, so upstreams can trace and de-duplicate.
@@ -192,10 +213,11 @@ def resolve_upstreams(registry: Registry, settings: Settings,
 
 
 def make_upstream_clients(upstreams: Mapping[str, ResolvedUpstream], settings: Settings,
-                          mock: MockUpstream | None = None) -> dict[str, httpx.AsyncClient]:
-    """One client per upstream; an upstream without a URL (demo mode only) gets the mock."""
-    limits = httpx.Limits(max_connections=max(10, settings.concurrency * 2),
-                          max_keepalive_connections=max(10, settings.concurrency))
+                          mock: MockUpstream | None = None, *, jobs: int | None = None
+                          ) -> dict[str, httpx.AsyncClient]:
+    """One client per upstream, sized for `jobs` jobs at a time (default: the settings'
+    concurrency); an upstream without a URL (demo mode only) gets the mock."""
+    limits = pool_limits(settings.concurrency if jobs is None else jobs)
     hooks = {"request": [_add_job_headers]}
     clients: dict[str, httpx.AsyncClient] = {}
     for name, up in upstreams.items():
@@ -221,8 +243,7 @@ def make_clients(settings: Settings, mock: MockUpstream | None = None
     """The demo's CRM and Billing clients (kept for scripts; the worker uses
     make_upstream_clients)."""
     timeout = httpx.Timeout(settings.http_timeout_seconds)
-    limits = httpx.Limits(max_connections=max(10, settings.concurrency * 2),
-                          max_keepalive_connections=max(10, settings.concurrency))
+    limits = pool_limits(settings.concurrency)
 
     hooks = {"request": [_add_job_headers]}
 
