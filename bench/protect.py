@@ -19,7 +19,6 @@ so a machine that slows down during the run slows all of them alike.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 import tempfile
@@ -53,17 +52,7 @@ async def worker(cfg: dict[str, Any], ctl: Control) -> dict[str, Any]:
     db = sb._open(cfg["target"])
     upstreams = {} if mode in ("off", "none") else {jobs.NOOP: (UPSTREAM,)}
     w = Worker(db, settings, registry=jobs.registry, upstreams=upstreams, start_paused=True)
-    task = asyncio.create_task(w.run())
-    while w.state != "paused":
-        await asyncio.sleep(0.01)
-        if task.done():
-            await task
-    ctl.ready()
-    await ctl.go.wait()
-    w.resume()
-    await ctl.stop.wait()
-    w.request_stop()
-    stats = await task
+    stats = await sb.run_on_cue(w, ctl)
     db.dispose()
     return {"processed": stats.processed}
 

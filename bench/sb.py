@@ -114,6 +114,13 @@ async def worker(cfg: dict[str, Any], ctl: Control) -> dict[str, Any]:
     elif upstream_url:
         registry = jobs.upstream_app
     w = Worker(db, settings, registry=registry, start_paused=True)
+    stats = await run_on_cue(w, ctl)
+    db.dispose()
+    return {"processed": stats.processed, "latencies": jobs.latencies}
+
+
+async def run_on_cue(w: Any, ctl: Control) -> Any:
+    """Start a worker paused, say ready once it is, drain from "go" to "stop"; its stats."""
     task = asyncio.create_task(w.run())
     while w.state != "paused":
         await asyncio.sleep(0.01)
@@ -124,9 +131,7 @@ async def worker(cfg: dict[str, Any], ctl: Control) -> dict[str, Any]:
     w.resume()
     await ctl.stop.wait()
     w.request_stop()
-    stats = await task
-    db.dispose()
-    return {"processed": stats.processed, "latencies": jobs.latencies}
+    return await task
 
 
 def enqueue_probe(target: str) -> Callable[[int], None]:
