@@ -8,7 +8,7 @@ A claim (pending -> running) is a non-HOT update, so it writes an entry into eve
 whose predicate the running row meets. The entity and correlation indexes serve the
 search only, and running jobs are few (at most the workers' total concurrency), so they
 now hold every job but the running ones; the search asks the running jobs separately
-through (status, id) (core.queue.JobFilter). Measured with a single-worker drain of
+through (status, id) (core.queue.JobFilter then, core.reads.JobFilter now). Measured with a single-worker drain of
 60,000 jobs on PostgreSQL: server CPU per job 38.8-39.8 -> 33.2-34.5 µs.
 
 PostgreSQL only: SQLite's planner would not combine the partial indexes for the search's
