@@ -26,9 +26,9 @@ test: lint typecheck contracts
 	$(BIN)/python -m pytest -q -m slow
 
 # The edit loop: the same checks, every test but the slow ones (reliability, end to end,
-# fuzz), on two processes.
+# fuzz), on four processes (most of these tests wait on subprocesses and sockets).
 test-fast: lint typecheck contracts
-	$(BIN)/python -m pytest -q -n 2 -m "not slow"
+	$(BIN)/python -m pytest -q -n 4 -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check core syncbridge_tui tests bench
