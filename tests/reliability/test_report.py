@@ -11,18 +11,34 @@ from tests.reliability import report
 DOC = Path(__file__).resolve().parents[2] / "docs" / "RELIABILITY.md"
 
 
-def _summary(lost: int) -> dict[str, dict[str, object]]:
+# A made-up run, described the way the scenarios observe one: each job's expected and final
+# status and its attempt outcomes. The figures are counted from it as the scenarios count
+# theirs, so the rendering is checked against counts, not against typed-in numbers.
+Observed = list[tuple[str, str, list[str]]]  # (expected, final, attempt outcomes)
+
+
+def _run(lost: int) -> Observed:
+    ok: Observed = [("success", "success", ["lease_expired", "success"])]
+    return ok + [("success", "running", ["lease_expired"])] * lost
+
+
+def _summary(observed: Observed) -> dict[str, dict[str, object]]:
     return {"test_crash_in_the_flush_window_loses_only_retried_work[sqlite]": {
-        "backend": "sqlite", "jobs": 2, "workers": 2, "sigkills": 1,
-        "results_lost_in_crash": 2, "lost": lost, "duplicated": 0, "stuck": 0}}
+        "backend": "sqlite", "jobs": len(observed), "workers": 2, "sigkills": 1,
+        "results_lost_in_crash": sum("lease_expired" in a for _, _, a in observed),
+        "lost": sum(final != expected for expected, final, _ in observed),
+        "duplicated": sum(a.count("success") > 1 for _, _, a in observed),
+        "stuck": sum(final in ("pending", "running") for _, final, _ in observed)}}
 
 
 def test_the_table_shows_the_summary_figures() -> None:
-    row = report.figures_table(_summary(lost=7)).splitlines()[-1]
+    observed = _run(lost=7)
+    figures = _summary(observed)["test_crash_in_the_flush_window_loses_only_retried_work[sqlite]"]
+    row = report.figures_table(_summary(observed)).splitlines()[-1]
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[2:5] == ["sqlite", "2", "2"]
-    assert cells[5] == "1 SIGKILL with 2 results unwritten"
-    assert cells[6:] == ["7", "0", "0"]
+    assert cells[2:5] == ["sqlite", str(len(observed)), "2"]
+    assert cells[5] == f"1 SIGKILL with {figures['results_lost_in_crash']} results unwritten"
+    assert cells[6:] == [str(figures[k]) for k in ("lost", "duplicated", "stuck")]
 
 
 def test_the_document_has_every_generated_block() -> None:
@@ -30,10 +46,12 @@ def test_the_document_has_every_generated_block() -> None:
     for name in report.BLOCKS:
         assert f"<!-- BEGIN generated:{name} -->" in text
         assert f"<!-- END generated:{name} -->" in text
-    rendered = report.render_into(text, _summary(lost=5))
-    assert "| 5 | 0 | 0 |" in rendered
+    observed = _run(lost=5)
+    figures = _summary(observed)["test_crash_in_the_flush_window_loses_only_retried_work[sqlite]"]
+    rendered = report.render_into(text, _summary(observed))
+    assert f"| {figures['lost']} | {figures['duplicated']} | {figures['stuck']} |" in rendered
 
 
 def test_a_document_without_markers_is_refused() -> None:
     with pytest.raises(SystemExit, match="markers"):
-        report.render_into("no markers here", _summary(lost=0))
+        report.render_into("no markers here", _summary(_run(lost=0)))
