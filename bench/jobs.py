@@ -49,36 +49,23 @@ async def probe(ctx: JobContext) -> dict[str, Any] | None:
 
 from urllib.parse import quote  # noqa: E402
 
-from pydantic import BaseModel, ConfigDict, Field  # noqa: E402
-
+from core.demo import BillingAck, CrmCustomer  # noqa: E402
 from core.integrations.http import request_json, validated  # noqa: E402
 
+# The demo's customer job, against named upstreams (the demo's models, not copies).
 UPSTREAM_JOB = "bench_upstream_customer"
 upstream_app = Registry()
 upstream_app.upstream("bench_crm")
 upstream_app.upstream("bench_billing")
 
 
-class _Customer(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    id: str
-    name: str = Field(min_length=1)
-    email: str = Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-    currency: str = Field(pattern=r"^[A-Z]{3}$")
-
-
-class _Ack(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    billing_id: str
-
-
 @upstream_app.job_type(UPSTREAM_JOB, upstreams=("bench_crm", "bench_billing"))
 async def upstream_customer(ctx: JobContext) -> dict[str, Any]:
     key = quote(ctx.entity_id, safe="")
     raw = await request_json(ctx.upstream("bench_crm"), "GET", f"/customers/{key}", what="CRM")
-    customer = validated(_Customer, raw, "CRM customer")
+    customer = validated(CrmCustomer, raw, "CRM customer")
     body = {"external_id": customer.id, "name": customer.name, "email": customer.email,
             "currency": customer.currency}
     ack = await request_json(ctx.upstream("bench_billing"), "PUT", f"/customers/{key}",
                              what="Billing", json_body=body)
-    return {"billing_id": validated(_Ack, ack, "Billing answer").billing_id}
+    return {"billing_id": validated(BillingAck, ack, "Billing answer").billing_id}
