@@ -33,13 +33,18 @@ async def execute(job: ClaimedJob, handler: Handler | None, ctx: JobContext,
     signal: str | None = None
     attempt_outcome: AttemptOutcome | None = None
     outcome: AttemptOutcome
-    deadline = asyncio.timeout(timeout)
+    # Without a timeout there is no deadline to arm: the common case skips its cost.
+    deadline = asyncio.timeout(timeout) if timeout is not None else None
     try:
         if handler is None:
             raise LookupError(f"no handler registered for job type {job.job_type!r}")
         # Typed to return a dict or None, a user's handler may still return anything.
-        async with deadline:
-            returned: object = await handler(ctx)
+        returned: object
+        if deadline is None:
+            returned = await handler(ctx)
+        else:
+            async with deadline:
+                returned = await handler(ctx)
         result = (returned if returned is None or isinstance(returned, dict)
                   else {"value": returned})
         outcome, error_type, message = AttemptOutcome.SUCCESS, None, None
@@ -48,7 +53,7 @@ async def execute(job: ClaimedJob, handler: Handler | None, ctx: JobContext,
         raise
     except TimeoutError as exc:
         result = None
-        if deadline.expired():
+        if deadline is not None and deadline.expired():
             attempt_outcome = AttemptOutcome.TIMEOUT
             error_type = "Timeout"
             message = f"handler ran past its {timeout:g}s timeout; cancelled"

@@ -112,12 +112,9 @@ class SyncJob(Base):
         Index("ix_sync_jobs_replay_of", "replay_of_job_id",
               sqlite_where=text("replay_of_job_id IS NOT NULL"),
               postgresql_where=text("replay_of_job_id IS NOT NULL")),
+        # Recent completions (metrics) and retention (core.retention walks it oldest first,
+        # with a cursor; migration 0010).
         Index("ix_sync_jobs_finished_at", "finished_at",
-              sqlite_where=text("finished_at IS NOT NULL"),
-              postgresql_where=text("finished_at IS NOT NULL")),
-        # Retention (core.retention): the oldest finished jobs of one status. Partial like
-        # the one above: a claim (finished_at NULL) writes no entry (migration 0009).
-        Index("ix_sync_jobs_status_finished", "status", "finished_at",
               sqlite_where=text("finished_at IS NOT NULL"),
               postgresql_where=text("finished_at IS NOT NULL")),
     )

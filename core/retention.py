@@ -363,10 +363,16 @@ def _in_ids(db: Database, column: str) -> str:
         f"{column} IN (SELECT value FROM json_each(:ids))"
 
 
-def _candidates(db: Database, rule: Rule, limit: int) -> Any:
+def _candidates(db: Database, rule: Rule, limit: int, after: float | None) -> Any:
+    """The rule's oldest jobs through ix_sync_jobs_finished_at, from `after` on (the
+    previous batch's newest): the rows before it that stayed (another status, a kept
+    replay chain, locked) are not walked again by every batch."""
     j = jobs_t.alias("j")
     r = jobs_t.alias("r")
-    q = (select(j.c.id).where(rule.where(j), ~exists().where(r.c.replay_of_job_id == j.c.id))
+    cond = [rule.where(j), ~exists().where(r.c.replay_of_job_id == j.c.id)]
+    if after is not None:
+        cond.append(j.c.finished_at >= after)
+    q = (select(j.c.id, j.c.finished_at).where(*cond)
          .order_by(j.c.finished_at).limit(limit))
     if db.is_postgres:
         q = q.with_for_update(skip_locked=True, of=j)
@@ -378,10 +384,14 @@ def _rows(conn: Connection, q: Any) -> list[dict[str, Any]]:
 
 
 def _job_batch(db: Database, conn: Connection, rule: Rule, limit: int,
-               archive: Archive | None) -> tuple[list[int], int]:
-    ids = [int(i) for i in conn.execute(_candidates(db, rule, limit)).scalars()]
+               archive: Archive | None, after: float | None = None
+               ) -> tuple[list[int], int, float | None]:
+    """Delete one batch: (job ids, attempts deleted, the newest finished_at deleted)."""
+    found = conn.execute(_candidates(db, rule, limit, after)).all()
+    ids = [int(i) for i, _ in found]
     if not ids:
-        return ids, 0
+        return ids, 0, after
+    newest = max(float(f) for _, f in found)
     if archive is not None:
         jobs = _rows(conn, select(jobs_t).where(jobs_t.c.id.in_(ids)).order_by(jobs_t.c.id))
         by_job: dict[int, list[dict[str, Any]]] = {}
@@ -395,7 +405,7 @@ def _job_batch(db: Database, conn: Connection, rule: Rule, limit: int,
     deleted = conn.execute(text(f"DELETE FROM sync_jobs WHERE {_in_ids(db, 'id')}"), p).rowcount
     if deleted != len(ids):  # locked (PostgreSQL) or under the write lock (SQLite): cannot
         raise RuntimeError(f"prune: {deleted} of {len(ids)} selected jobs deleted")
-    return ids, int(attempts)
+    return ids, int(attempts), newest
 
 
 def _audit_batch(db: Database, conn: Connection, cutoff: float, limit: int,
@@ -500,8 +510,12 @@ def prune(db: Database, policy: RetentionPolicy, *, owner: str,
             while progressed and result.stopped is None:
                 progressed = False
                 for rule in rules:
-                    def jobs_work(conn: Connection, size: int, rule: Rule = rule) -> Counts:
-                        ids, attempts = _job_batch(db, conn, rule, size, archive)
+                    cursor: list[float | None] = [None]  # this pass's newest deleted
+
+                    def jobs_work(conn: Connection, size: int, rule: Rule = rule,
+                                  cursor: list[float | None] = cursor) -> Counts:
+                        ids, attempts, cursor[0] = _job_batch(db, conn, rule, size, archive,
+                                                              cursor[0])
                         return Counts(len(ids), attempts, 0,
                                       {rule.status: len(ids)} if ids else {})
                     what = {"status": rule.status, "job_type": rule.job_type}

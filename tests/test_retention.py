@@ -300,6 +300,41 @@ def test_batches_are_bounded_and_paused(db: Database, frozen: float) -> None:
     assert events[-1]["event"] == "prune.done" and events[-1]["jobs"] == 60
 
 
+def test_kept_rows_between_prunable_ones_are_stepped_over(db: Database, frozen: float) -> None:
+    """The pruner walks ix_sync_jobs_finished_at with a cursor: dead jobs (kept 90 days)
+    interleaved with expired successes, some finishing at the same instant, in batches of
+    at most 4: every success goes, every dead job stays."""
+    rows = [("dead" if i % 3 == 0 else "success", "customer", 8.0 + (i // 2) * 0.5, 1)
+            for i in range(60)]
+    seeded = seed(db, rows)
+    tuning = Tuning(target_seconds=10.0, start_batch=4, min_batch=1, max_batch=4,
+                    min_pause=0.0)
+    result = retention.prune(db, default_policy(), owner="t", tuning=tuning)
+    successes = {s.id for s in seeded if s.status == "success"}
+    assert result.counts.jobs == len(successes) == 40
+    assert result.batches >= 10
+    assert job_ids(db) == {s.id for s in seeded} - successes
+    assert_consistent(db)
+
+
+def test_the_candidates_walk_the_finished_at_index(db: Database, frozen: float) -> None:
+    # Most jobs are recent (kept), a few are past their retention: the plan walks the old
+    # end of the index rather than reading the table.
+    seed(db, [("success", "customer", 1.0, 0)] * 3000
+         + [("success", "customer", 30.0, 1), ("dead", "customer", 30.0, 1)] * 50)
+    rule = default_policy().rules(NOW, ["success"])[0]
+    stmt = retention._candidates(db, rule, 100, NOW - 40 * DAY)
+    sql = str(stmt.compile(db.engine, compile_kwargs={"literal_binds": True}))
+    with db.read() as conn:
+        if db.is_postgres:
+            conn.execute(text("ANALYZE sync_jobs"))
+            plan = "\n".join(r[0] for r in conn.execute(text("EXPLAIN " + sql)))
+        else:
+            conn.execute(text("ANALYZE"))
+            plan = "\n".join(r[-1] for r in conn.execute(text("EXPLAIN QUERY PLAN " + sql)))
+    assert "ix_sync_jobs_finished_at" in plan, plan
+
+
 # --- one pruner at a time ------------------------------------------------------------------
 
 
@@ -601,11 +636,16 @@ def test_0009_up_and_down(empty_db: Database) -> None:  # noqa: F811
     if not db.is_postgres:
         with db.read() as conn:
             assert conn.exec_driver_sql("PRAGMA auto_vacuum").scalar() == 0
-    _migrate(db, "upgrade", "head")
-    assert current_revision(db) == head_revision()
+    _migrate(db, "upgrade", "0009")
     insp = inspect(db.engine)
     assert "sync_leader_leases" in insp.get_table_names()
     assert "ix_sync_jobs_status_finished" in {i["name"] for i in insp.get_indexes("sync_jobs")}
+    _migrate(db, "upgrade", "head")
+    assert current_revision(db) == head_revision()
+    # 0010: the pruner walks ix_sync_jobs_finished_at; the (status, finished_at) index,
+    # an entry on every completion, is gone.
+    assert "ix_sync_jobs_status_finished" not in {
+        i["name"] for i in inspect(db.engine).get_indexes("sync_jobs")}
     assert "ix_audit_at" in {i["name"] for i in insp.get_indexes("sync_audit_events")}
     with db.read() as conn:
         if db.is_postgres:
