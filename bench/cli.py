@@ -19,12 +19,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from bench.common import Skip, Workers, fresh_pg, fresh_sqlite, median, percentile, wait_until
 
 NOOP, FAIL_ONCE, PROBE = "bench_noop", "bench_fail_once", "bench_probe"
 WORKLOADS = ("drain", "fail_once", "enqueue", "latency", "customer")
+# The drain workloads: N -> (jobs, job type, attempts per job).
+DRAINS = {"drain": lambda n: (n, NOOP, 1), "fail_once": lambda n: (max(1, n // 10), FAIL_ONCE, 2)}
 
 
 @dataclass
@@ -125,8 +127,17 @@ def _worker_cfgs(system: System, target: str, **extra: Any) -> list[dict[str, An
     return [dict(system.cfg, target=target, **extra) for _ in range(system.procs)]
 
 
+class DrainObserver(Protocol):
+    """Hooks around a drain's timed window (bench/pgprofile.py samples the server there)."""
+
+    def before_workers(self, target: str) -> None: ...   # done probe open, no worker yet
+    def before_go(self, worker_pids: list[int]) -> None: ...   # workers ready
+    def at_done(self) -> None: ...   # the tables say done; workers still connected
+    def after_stop(self) -> None: ...   # workers exited
+
+
 def run_drain(system: System, mod: Any, target: str, n: int, job_type: str,
-              attempts: int, **extra: Any) -> float:
+              attempts: int, observer: DrainObserver | None = None, **extra: Any) -> float:
     mod.prepare(target)
     prefix = "c_9" if job_type == "customer" else "e"
     mod.enqueue(target, job_type, n, prefix=prefix)
@@ -134,10 +145,18 @@ def run_drain(system: System, mod: Any, target: str, n: int, job_type: str,
     try:
         procs = 1 if job_type == "customer" else system.procs
         cfgs = _worker_cfgs(system, target, **extra)[:procs]
+        if observer:
+            observer.before_workers(target)
         with Workers(f"{system.module}:worker", cfgs) as w:
+            if observer:
+                observer.before_go([p.pid for p in w.procs])
             t0 = w.go()
             t1 = wait_until(done, timeout=max(120.0, n / 50))
+            if observer:
+                observer.at_done()
             w.stop()
+        if observer:
+            observer.after_stop()
     finally:
         close()
     problem = mod.verify(target, job_type, n, attempts)
@@ -182,11 +201,8 @@ def measure(system: System, workload: str, n: int, tmp: Path, results: dict[str,
     sample = results.setdefault(key, Sample())
     try:
         with fresh(system, tmp) as target:
-            if workload == "drain":
-                sample.values.append(run_drain(system, mod, target, n, NOOP, 1))
-            elif workload == "fail_once":
-                sample.values.append(run_drain(system, mod, target, max(1, n // 10),
-                                               FAIL_ONCE, 2))
+            if workload in DRAINS:
+                sample.values.append(run_drain(system, mod, target, *DRAINS[workload](n)))
             elif workload == "customer":
                 sample.values.append(run_drain(system, mod, target, max(1, n // 2),
                                                "customer", 1, customer=True))
