@@ -23,6 +23,7 @@ import os
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +97,10 @@ def drain(target: str, n: int, workers: int, concurrency: int, prefix: str,
             "claims": len(claims), "ended": time.perf_counter()}
 
 
-def run_system(name: str, target: str, rows: int, args: argparse.Namespace) -> dict[str, Any]:
+def run_system(name: str, target: str, rows: int, args: argparse.Namespace,
+               log: Callable[[str], None] = lambda msg: None) -> dict[str, Any]:
+    """Seed `rows` finished jobs, drain alone, drain while pruning them all (bench.scale
+    calls this too, at millions of rows; `log` gets a progress line per step)."""
     from sqlalchemy import func, select
 
     from bench.console import seed
@@ -106,11 +110,14 @@ def run_system(name: str, target: str, rows: int, args: argparse.Namespace) -> d
     db = sb._open(target)
     try:
         seconds = seed(db, rows, pending=0, due_type=jobs.NOOP)
+        log(f"seeded {rows:,} finished jobs in {seconds:.1f} s")
         with db.read() as conn:
             seeded_attempts = conn.execute(select(func.count()).select_from(attempts_t)).scalar()
         before = sizes(db)
         seeded_at = clock.now()
         base = drain(target, args.drain, args.workers, args.concurrency, "a")
+        log(f"drain alone: {base['jobs_s']:,.0f} jobs/s, claim p95 "
+            f"{base['claim_p95_ms']:.1f} ms; now the drain while pruning")
         pruned: dict[str, Any] = {}
 
         def prune() -> None:
@@ -122,7 +129,11 @@ def run_system(name: str, target: str, rows: int, args: argparse.Namespace) -> d
 
         thread = threading.Thread(target=prune)
         loaded = drain(target, args.drain, args.workers, args.concurrency, "b", during=thread)
+        log(f"drain while pruning: {loaded['jobs_s']:,.0f} jobs/s, claim p95 "
+            f"{loaded['claim_p95_ms']:.1f} ms; waiting for the prune to end")
         thread.join()
+        log(f"pruned {pruned['jobs']:,} jobs + {pruned['attempts']:,} attempts in "
+            f"{pruned['seconds']:.1f} s")
         after = sizes(db)
         with db.read() as conn:
             left = conn.execute(select(func.count()).select_from(jobs_t)
