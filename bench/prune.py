@@ -129,8 +129,20 @@ def run_system(name: str, target: str, rows: int, args: argparse.Namespace,
 
         thread = threading.Thread(target=prune)
         loaded = drain(target, args.drain, args.workers, args.concurrency, "b", during=thread)
+        loaded["prune_running"] = thread.is_alive()
         log(f"drain while pruning: {loaded['jobs_s']:,.0f} jobs/s, claim p95 "
             f"{loaded['claim_p95_ms']:.1f} ms; waiting for the prune to end")
+        # A long prune (millions of rows): drain again every `during_gap` seconds while it
+        # lasts, up to `during_repeats` drains in all, so the figure is not only its start.
+        later: list[dict[str, Any]] = []
+        for k in range(1, getattr(args, "during_repeats", 1)):
+            thread.join(getattr(args, "during_gap", 60.0))
+            if not thread.is_alive():
+                break
+            later.append(drain(target, args.drain, args.workers, args.concurrency, f"b{k}_"))
+            later[-1]["prune_running"] = thread.is_alive()
+            log(f"drain while pruning ({k + 1}): {later[-1]['jobs_s']:,.0f} jobs/s, claim p95 "
+                f"{later[-1]['claim_p95_ms']:.1f} ms")
         thread.join()
         log(f"pruned {pruned['jobs']:,} jobs + {pruned['attempts']:,} attempts in "
             f"{pruned['seconds']:.1f} s")
@@ -143,7 +155,7 @@ def run_system(name: str, target: str, rows: int, args: argparse.Namespace,
     rows_pruned = pruned["jobs"] + pruned["attempts"]
     return {
         "system": name, "seeded": rows, "seeded_attempts": seeded_attempts,
-        "seed_s": seconds, "base": base, "loaded": loaded, "pruned": pruned,
+        "seed_s": seconds, "base": base, "loaded": loaded, "later": later, "pruned": pruned,
         "rows_per_s": rows_pruned / pruned["seconds"] if pruned["seconds"] else float("nan"),
         "prune_outlasted_drain": pruned["ended"] >= loaded["ended"],
         "left": left, "before": before, "after": after,
