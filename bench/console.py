@@ -46,7 +46,7 @@ SELECT
     (CASE WHEN {status} = 'success' THEN '{{"billing_id": "b"}}' ELSE 'null' END){json},
     {corr},
     CASE {status} WHEN 'dead' THEN 4 WHEN 'pending' THEN 0 ELSE 1 END, 4,
-    {base} + i * 0.01,
+    {next_run_at},
     CASE WHEN {status} = 'running' THEN 'bench-seed:0:000000' END,
     CASE {status} WHEN 'dead' THEN 4 WHEN 'pending' THEN 0 ELSE 1 END,
     CASE WHEN {status} = 'running' THEN {base} + i * 0.01 END,
@@ -67,7 +67,7 @@ FROM (SELECT i, {status_expr} AS st FROM {series}) AS q
 # succeeded.
 _STATUS = ("(CASE WHEN i > {done} THEN 'pending' WHEN i % 100 < 2 THEN 'failed' "
            "WHEN i % 100 = 2 THEN 'dead' WHEN i % 100 = 3 THEN 'canceled' "
-           "WHEN i % 1000 = 4 THEN 'running' ELSE 'success' END)")
+           "WHEN i % 1000 = 4 THEN '{running}' ELSE 'success' END)")
 
 # One row per ended attempt. A running job's attempt in flight has no row (its lease
 # columns describe it; the row is written when it ends), so running jobs get none.
@@ -94,13 +94,21 @@ def _pair(values: Any, digits: int = 1) -> str:
     return f"{values[0]:.{digits}f} / {values[1]:.{digits}f}"
 
 
-def seed(db: Any, rows: int, pending: int, due_type: str = "customer") -> float:
-    """Bulk-insert the jobs and their attempts; returns the seconds it took."""
+def seed(db: Any, rows: int, pending: int, due_type: str = "customer", *,
+         running: bool = True, pending_at: float | None = None) -> float:
+    """Bulk-insert the jobs and their attempts; returns the seconds it took.
+
+    `running=False`: the 0.1 % otherwise seeded `running` (live leases of an absent worker)
+    are `success` too, so every seeded job but the pending ones is finished. `pending_at`:
+    the pending jobs' next_run_at (e.g. an hour ahead: a backlog not yet due); by default
+    they are due, oldest first."""
     from sqlalchemy import text
 
     done = rows - pending
     base = time.time() - rows * 0.01 - 60
-    status_expr = _STATUS.format(done=done)
+    status_expr = _STATUS.format(done=done, running="running" if running else "success")
+    next_run_at = (f"{base} + i * 0.01" if pending_at is None else
+                   f"CASE WHEN st = 'pending' THEN {pending_at} ELSE {base} + i * 0.01 END")
     if db.is_postgres:
         series = f"generate_series(1, {rows}) AS s(i)"
         corr = "md5(i::text)"  # 32 hex characters, like a uuid4().hex
@@ -116,6 +124,7 @@ def seed(db: Any, rows: int, pending: int, due_type: str = "customer") -> float:
     with db.write() as conn:
         conn.execute(text(_SEED_JOBS.format(
             done=done, due_type=due_type, status="st", status_expr=status_expr, base=base,
+            next_run_at=next_run_at,
             series=series, corr=corr, false=false, json="::json" if db.is_postgres else "")))
         conn.execute(text(_SEED_ATTEMPTS.format(nums=nums)))
     with db.write() as conn:

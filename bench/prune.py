@@ -23,6 +23,7 @@ import os
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +97,10 @@ def drain(target: str, n: int, workers: int, concurrency: int, prefix: str,
             "claims": len(claims), "ended": time.perf_counter()}
 
 
-def run_system(name: str, target: str, rows: int, args: argparse.Namespace) -> dict[str, Any]:
+def run_system(name: str, target: str, rows: int, args: argparse.Namespace,
+               log: Callable[[str], None] = lambda msg: None) -> dict[str, Any]:
+    """Seed `rows` finished jobs, drain alone, drain while pruning them all (bench.scale
+    calls this too, at millions of rows; `log` gets a progress line per step)."""
     from sqlalchemy import func, select
 
     from bench.console import seed
@@ -106,11 +110,14 @@ def run_system(name: str, target: str, rows: int, args: argparse.Namespace) -> d
     db = sb._open(target)
     try:
         seconds = seed(db, rows, pending=0, due_type=jobs.NOOP)
+        log(f"seeded {rows:,} finished jobs in {seconds:.1f} s")
         with db.read() as conn:
             seeded_attempts = conn.execute(select(func.count()).select_from(attempts_t)).scalar()
         before = sizes(db)
         seeded_at = clock.now()
         base = drain(target, args.drain, args.workers, args.concurrency, "a")
+        log(f"drain alone: {base['jobs_s']:,.0f} jobs/s, claim p95 "
+            f"{base['claim_p95_ms']:.1f} ms; now the drain while pruning")
         pruned: dict[str, Any] = {}
 
         def prune() -> None:
@@ -122,7 +129,23 @@ def run_system(name: str, target: str, rows: int, args: argparse.Namespace) -> d
 
         thread = threading.Thread(target=prune)
         loaded = drain(target, args.drain, args.workers, args.concurrency, "b", during=thread)
+        loaded["prune_running"] = thread.is_alive()
+        log(f"drain while pruning: {loaded['jobs_s']:,.0f} jobs/s, claim p95 "
+            f"{loaded['claim_p95_ms']:.1f} ms; waiting for the prune to end")
+        # A long prune (millions of rows): drain again every `during_gap` seconds while it
+        # lasts, up to `during_repeats` drains in all, so the figure is not only its start.
+        later: list[dict[str, Any]] = []
+        for k in range(1, getattr(args, "during_repeats", 1)):
+            thread.join(getattr(args, "during_gap", 60.0))
+            if not thread.is_alive():
+                break
+            later.append(drain(target, args.drain, args.workers, args.concurrency, f"b{k}_"))
+            later[-1]["prune_running"] = thread.is_alive()
+            log(f"drain while pruning ({k + 1}): {later[-1]['jobs_s']:,.0f} jobs/s, claim p95 "
+                f"{later[-1]['claim_p95_ms']:.1f} ms")
         thread.join()
+        log(f"pruned {pruned['jobs']:,} jobs + {pruned['attempts']:,} attempts in "
+            f"{pruned['seconds']:.1f} s")
         after = sizes(db)
         with db.read() as conn:
             left = conn.execute(select(func.count()).select_from(jobs_t)
@@ -132,7 +155,7 @@ def run_system(name: str, target: str, rows: int, args: argparse.Namespace) -> d
     rows_pruned = pruned["jobs"] + pruned["attempts"]
     return {
         "system": name, "seeded": rows, "seeded_attempts": seeded_attempts,
-        "seed_s": seconds, "base": base, "loaded": loaded, "pruned": pruned,
+        "seed_s": seconds, "base": base, "loaded": loaded, "later": later, "pruned": pruned,
         "rows_per_s": rows_pruned / pruned["seconds"] if pruned["seconds"] else float("nan"),
         "prune_outlasted_drain": pruned["ended"] >= loaded["ended"],
         "left": left, "before": before, "after": after,
