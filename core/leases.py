@@ -16,6 +16,7 @@ check of a row already read under the write lock).
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -106,20 +107,58 @@ RETURNING id, job_type, entity_id, payload, correlation_id, attempt_count, max_a
 """
 
 
+# One type at a time, through ix_sync_jobs_due_type (job_type, next_run_at): what the
+# upstream protection claims with while some type is held back (its upstream paused, open
+# or at its limit). The due index above is one walk in next_run_at order across every
+# type, filtering by type as it goes, so a held type's backlog, due and older than
+# everything else, would be walked past by every claim: O(backlog) each. `ORDER BY
+# job_type, next_run_at` is the per-type index's own order, the only plan without a sort.
+_PG_CLAIM_TYPE = _PG_CLAIM.replace(
+    "job_type = ANY(%(types)s::text[])\n    ORDER BY next_run_at",
+    "job_type = %(type)s\n    ORDER BY job_type, next_run_at")
+_SQLITE_CLAIM_TYPE = _SQLITE_CLAIM.replace(
+    "INDEXED BY ix_sync_jobs_due\n", "INDEXED BY ix_sync_jobs_due_type\n").replace(
+    "job_type IN (SELECT value FROM json_each(?))\n    ORDER BY next_run_at",
+    "job_type = ?\n    ORDER BY job_type, next_run_at")
+assert _PG_CLAIM_TYPE != _PG_CLAIM and _SQLITE_CLAIM_TYPE.count("job_type = ?") == 1
+
+_type_turn = itertools.count()  # which type a per-type claim starts with (fairness)
+
+
 def claim_rows(conn: Connection, is_postgres: bool, worker_id: str, limit: int, now: float,
-               lease_seconds: float, job_types: Sequence[str]) -> list[ClaimedJob]:
-    """The claim statement, inside the caller's transaction (driver SQL, one statement)."""
+               lease_seconds: float, job_types: Sequence[str], *,
+               per_type: bool = False) -> list[ClaimedJob]:
+    """The claim statement, inside the caller's transaction (driver SQL, one statement;
+    with `per_type`, one per type, each type's oldest first, until `limit`)."""
     raw = raw_connection(conn)
+    if per_type and len(job_types) > 1:
+        start = next(_type_turn) % len(job_types)
+        jobs: list[ClaimedJob] = []
+        for job_type in [*job_types[start:], *job_types[:start]]:
+            if len(jobs) >= limit:
+                break
+            jobs += claim_rows(conn, is_postgres, worker_id, limit - len(jobs), now,
+                               lease_seconds, [job_type], per_type=True)
+        jobs.sort(key=lambda j: j.id)
+        return jobs
     if is_postgres:
         # Pipelined: the plan settings and the claim travel in one round trip.
+        params: dict[str, Any] = {"now": now, "limit": limit, "worker": worker_id,
+                                  "expires": now + lease_seconds}
+        if per_type:
+            params["type"] = job_types[0]
+        else:
+            params["types"] = list(job_types)
         with pipeline(conn):
             for setting in _PG_CLAIM_PLAN:
                 raw.execute(setting)
-            cur = raw.execute(_PG_CLAIM, binary=True, params={
-                "now": now, "types": list(job_types), "limit": limit, "worker": worker_id,
-                "expires": now + lease_seconds,
-            })
+            cur = raw.execute(_PG_CLAIM_TYPE if per_type else _PG_CLAIM, binary=True,
+                              params=params)
         rows = cur.fetchall()
+    elif per_type:
+        rows = raw.execute(_SQLITE_CLAIM_TYPE, (
+            worker_id, now, now + lease_seconds, now, now, job_types[0], limit,
+        )).fetchall()
     else:
         rows = raw.execute(_SQLITE_CLAIM, (
             worker_id, now, now + lease_seconds, now, now, json.dumps(list(job_types)), limit,

@@ -97,6 +97,16 @@ class SyncJob(Base):
             sqlite_where=text("status = 'pending'"),
             postgresql_where=text("status = 'pending'"),
         ),
+        # The claim while a type is held back (core.upstream_protection): one type's due
+        # jobs, without walking another's backlog (migration 0011). Pending only: an
+        # entry per enqueue or retry, none per claim or completion.
+        Index(
+            "ix_sync_jobs_due_type",
+            "job_type",
+            "next_run_at",
+            sqlite_where=text("status = 'pending'"),
+            postgresql_where=text("status = 'pending'"),
+        ),
         # The console: newest first, filtered by status / type; lease recovery (running
         # jobs are few: at most the workers' total concurrency).
         Index("ix_sync_jobs_status_id", "status", "id"),

@@ -579,7 +579,7 @@ class Protection:
             if n <= 0:
                 continue
             got = leases.claim_rows(conn, pg, self.worker_id, n, now, lease_seconds,
-                                    groups[key])
+                                    groups[key], per_type=True)
             for u in key:
                 used[u] += len(got)
             remaining -= len(got)
@@ -587,7 +587,7 @@ class Protection:
         free_types = groups.get((), []) + plan.unguarded
         if remaining > 0 and free_types:
             got = leases.claim_rows(conn, pg, self.worker_id, remaining, now, lease_seconds,
-                                    free_types)
+                                    free_types, per_type=True)
             remaining -= len(got)
             claimed += got
         # At most one probe per upstream, fleet-wide: the conditional UPDATE decides.
@@ -613,7 +613,8 @@ class Protection:
                 .returning(upstreams_t.c.name)).scalar()
             if won is None:
                 continue
-            got = leases.claim_rows(conn, pg, self.worker_id, 1, now, lease_seconds, types)
+            got = leases.claim_rows(conn, pg, self.worker_id, 1, now, lease_seconds, types,
+                                    per_type=True)
             if not got:  # nothing to probe with: back to open, probe due at once
                 _set(conn, name, state=OPEN, probe_owner=None, probe_expires_at=None,
                      probe_job_id=None, next_probe_at=now)
