@@ -82,8 +82,30 @@ def _real_clock() -> Iterator[None]:
     clock.set_clock(None)
 
 
+# Modules whose every test is slow: the reliability suite (marked below) and the modules
+# marked slow as a whole. A run that deselects the slow tests does not import them: the fuzz
+# modules' Hypothesis and Schemathesis cost each xdist worker more than collecting the rest.
+SLOW_MODULES = ("tests/reliability/", "tests/test_packaging.py",
+                "tests/test_example_walkthrough.py", "tests/api/test_fuzz.py",
+                "tests/tui/test_fuzz_console.py")
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def pytest_ignore_collect(collection_path: os.PathLike[str], config: pytest.Config
+                          ) -> bool | None:
+    if (config.getoption("markexpr", "") or "").strip() != "not slow":
+        return None  # the make targets' spelling; any other selection collects everything
+    rel = os.path.relpath(collection_path, _ROOT).replace(os.sep, "/")
+    if any(rel == m.rstrip("/") or rel.startswith(m) for m in SLOW_MODULES):
+        return True
+    return None
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # The reliability suite is slow as a whole: `make test-fast` skips it by the marker.
     for item in items:
         if "tests/reliability/" in item.nodeid:
             item.add_marker(pytest.mark.slow)
+        # SLOW_MODULES go uncollected when slow tests are deselected: all of theirs must be.
+        if item.nodeid.startswith(SLOW_MODULES):
+            assert item.get_closest_marker("slow"), f"{item.nodeid} is in SLOW_MODULES"
