@@ -168,8 +168,8 @@ def test_app_from_the_current_directory_and_the_default_registry(tmp_path: Path)
 def test_a_bad_app_is_one_line_and_exit_2(tmp_path: Path, spec: str,
                                           fragments: tuple[str, ...],
                                           command: list[str]) -> None:
-    # The worker's refusal through a real process; the other commands share its loading.
-    go = run if command == ["--worker-only"] else cli
+    # One refusal through a real worker process; the rest share its loading, in this process.
+    go = run if command == ["--worker-only"] and spec == "tests.apps.broken_app" else cli
     proc = go(*command, "--app", spec, "--db", f"sqlite:///{tmp_path}/bad.db")
     one_line_error(proc, 2, *fragments)
 
