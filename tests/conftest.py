@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -60,10 +62,25 @@ def db_url(request: pytest.FixtureRequest, tmp_path: object) -> str:
     return url
 
 
-@pytest.fixture
-def db(db_url: str) -> Iterator[Database]:
-    database = Database(db_url)
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite database migrated to head once per session: the `db` fixture copies it
+    rather than run every migration again for each test."""
+    path = tmp_path_factory.mktemp("template") / "syncbridge.db"
+    database = Database(f"sqlite:///{path}")
     upgrade(database)
+    database.dispose()
+    return path
+
+
+@pytest.fixture
+def db(db_url: str, request: pytest.FixtureRequest) -> Iterator[Database]:
+    if db_url.startswith("sqlite:///"):
+        target = Path(db_url.removeprefix("sqlite:///"))
+        if not target.exists():
+            shutil.copyfile(request.getfixturevalue("sqlite_template"), target)
+    database = Database(db_url)
+    upgrade(database)  # a no-op at head (the copy, or PostgreSQL's session database)
     yield database
     database.dispose()
 
