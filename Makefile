@@ -26,9 +26,11 @@ test: lint typecheck contracts
 	$(BIN)/python -m pytest -q -m slow
 
 # The edit loop: the same checks, every test but the slow ones (reliability, end to end,
-# fuzz), on four processes (most of these tests wait on subprocesses and sockets).
+# fuzz), on three processes: the tests' waits on sockets and retries overlap, and on two
+# cores a fourth process only adds its own start-up. Only the deselected fuzz tests use the
+# Hypothesis and Schemathesis plugins: not loaded here.
 test-fast: lint typecheck contracts
-	$(BIN)/python -m pytest -q -n 4 -m "not slow"
+	$(BIN)/python -m pytest -q -n 3 -m "not slow" -p no:hypothesispytest -p no:schemathesis
 
 lint: $(STAMP)
 	$(BIN)/ruff check core syncbridge_tui tests bench

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -60,10 +62,25 @@ def db_url(request: pytest.FixtureRequest, tmp_path: object) -> str:
     return url
 
 
-@pytest.fixture
-def db(db_url: str) -> Iterator[Database]:
-    database = Database(db_url)
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite database migrated to head once per session: the `db` fixture copies it
+    rather than run every migration again for each test."""
+    path = tmp_path_factory.mktemp("template") / "syncbridge.db"
+    database = Database(f"sqlite:///{path}")
     upgrade(database)
+    database.dispose()
+    return path
+
+
+@pytest.fixture
+def db(db_url: str, request: pytest.FixtureRequest) -> Iterator[Database]:
+    if db_url.startswith("sqlite:///"):
+        target = Path(db_url.removeprefix("sqlite:///"))
+        if not target.exists():
+            shutil.copyfile(request.getfixturevalue("sqlite_template"), target)
+    database = Database(db_url)
+    upgrade(database)  # a no-op at head (the copy, or PostgreSQL's session database)
     yield database
     database.dispose()
 
@@ -82,8 +99,30 @@ def _real_clock() -> Iterator[None]:
     clock.set_clock(None)
 
 
+# Modules whose every test is slow: the reliability suite (marked below) and the modules
+# marked slow as a whole. A run that deselects the slow tests does not import them: the fuzz
+# modules' Hypothesis and Schemathesis cost each xdist worker more than collecting the rest.
+SLOW_MODULES = ("tests/reliability/", "tests/test_packaging.py",
+                "tests/test_example_walkthrough.py", "tests/api/test_fuzz.py",
+                "tests/tui/test_fuzz_console.py")
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def pytest_ignore_collect(collection_path: os.PathLike[str], config: pytest.Config
+                          ) -> bool | None:
+    if (config.getoption("markexpr", "") or "").strip() != "not slow":
+        return None  # the make targets' spelling; any other selection collects everything
+    rel = os.path.relpath(collection_path, _ROOT).replace(os.sep, "/")
+    if any(rel == m.rstrip("/") or rel.startswith(m) for m in SLOW_MODULES):
+        return True
+    return None
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # The reliability suite is slow as a whole: `make test-fast` skips it by the marker.
     for item in items:
         if "tests/reliability/" in item.nodeid:
             item.add_marker(pytest.mark.slow)
+        # SLOW_MODULES go uncollected when slow tests are deselected: all of theirs must be.
+        if item.nodeid.startswith(SLOW_MODULES):
+            assert item.get_closest_marker("slow"), f"{item.nodeid} is in SLOW_MODULES"

@@ -1,6 +1,8 @@
-"""A team's own app through the real command line (subprocesses, SQLite and PostgreSQL):
---app loading, its job types everywhere, per-type policies (retry budget, backoff,
-retry_on, timeout, RetryLater), upstreams as configuration, `check`, and demo mode."""
+"""A team's own app through the command line (SQLite and PostgreSQL): --app loading, its
+job types everywhere, per-type policies (retry budget, backoff, retry_on, timeout,
+RetryLater), upstreams as configuration, `check`, and demo mode. Workers, the console and
+each command's first use run as real processes; checks of what a command prints and exits
+with run through main() in this process (`cli`)."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import pytest
 from core import reads
 from core.db import Database
 from core.migrations import alembic_config
+from tests.helpers import in_process
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "syncbridge_tui"]
@@ -39,6 +42,12 @@ def run(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT,
                           timeout=timeout)
 
 
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`run`, in this process (tests.helpers.in_process): the apps under tests/apps import
+    as they do from the repository's root."""
+    return in_process(*args, env=env, drop=("SYNCBRIDGE_", "SBTEST_"))
+
+
 def one_line_error(proc: subprocess.CompletedProcess[str], code: int, *fragments: str) -> None:
     assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr)
     lines = proc.stderr.strip().splitlines()
@@ -49,7 +58,7 @@ def one_line_error(proc: subprocess.CompletedProcess[str], code: int, *fragments
 
 
 def enqueue(db_url: str, job_type: str, entity: str) -> dict[str, Any]:
-    proc = run("enqueue", job_type, entity, "--app", APP, "--db", db_url)
+    proc = cli("enqueue", job_type, entity, "--app", APP, "--db", db_url)
     assert proc.returncode == 0, proc.stderr
     data: dict[str, Any] = json.loads(proc.stdout)
     return data
@@ -105,14 +114,14 @@ def test_app_jobs_run_under_worker_only_with_their_policies(db_url: str, db: Dat
 def test_enqueue_jobs_metrics_and_help_see_the_app_types(db_url: str) -> None:
     enqueue(db_url, "echo", "e1")
     # Without demo mode the demo's types are not the app's.
-    proc = run("enqueue", "customer", "c_1", "--app", APP, "--db", db_url)
+    proc = cli("enqueue", "customer", "c_1", "--app", APP, "--db", db_url)
     one_line_error(proc, 2, "unknown job type 'customer'", "echo")
 
-    proc = run("jobs", "--app", APP, "--type", "echo", "--json", "--db", db_url)
+    proc = cli("jobs", "--app", APP, "--type", "echo", "--json", "--db", db_url)
     assert proc.returncode == 0, proc.stderr
     assert [j["job_type"] for j in json.loads(proc.stdout)] == ["echo"]
 
-    proc = run("metrics", "--app", APP, "--json", "--db", db_url)
+    proc = cli("metrics", "--app", APP, "--json", "--db", db_url)
     assert proc.returncode == 0, proc.stderr
     per_type = json.loads(proc.stdout)["per_type"]
     assert sorted(per_type) == ["echo", "flaky", "hang", "later", "ledger"]
@@ -123,7 +132,7 @@ def test_enqueue_jobs_metrics_and_help_see_the_app_types(db_url: str) -> None:
     assert "echo, flaky, hang, later, ledger" in " ".join(proc.stdout.split())
 
     # In demo mode the demo's types are added to the app's.
-    proc = run("metrics", "--app", APP, "--demo", "--json", "--db", db_url)
+    proc = cli("metrics", "--app", APP, "--demo", "--json", "--db", db_url)
     assert {"customer", "invoice", "echo"} <= set(json.loads(proc.stdout)["per_type"])
 
 
@@ -159,12 +168,14 @@ def test_app_from_the_current_directory_and_the_default_registry(tmp_path: Path)
 def test_a_bad_app_is_one_line_and_exit_2(tmp_path: Path, spec: str,
                                           fragments: tuple[str, ...],
                                           command: list[str]) -> None:
-    proc = run(*command, "--app", spec, "--db", f"sqlite:///{tmp_path}/bad.db")
+    # One refusal through a real worker process; the rest share its loading, in this process.
+    go = run if command == ["--worker-only"] and spec == "tests.apps.broken_app" else cli
+    proc = go(*command, "--app", spec, "--db", f"sqlite:///{tmp_path}/bad.db")
     one_line_error(proc, 2, *fragments)
 
 
 def test_an_attr_may_be_a_function_returning_the_registry(tmp_path: Path) -> None:
-    proc = run("metrics", "--json", "--app", "tests.apps.sbtestapp:make_registry",
+    proc = cli("metrics", "--json", "--app", "tests.apps.sbtestapp:make_registry",
                "--db", f"sqlite:///{tmp_path}/f.db")
     assert proc.returncode == 0, proc.stderr
     assert "hang" in json.loads(proc.stdout)["per_type"]
@@ -243,11 +254,12 @@ def test_a_worker_without_an_upstream_url_refuses_to_start(tmp_path: Path) -> No
     proc = run("--worker-only", "--app", APP, "--db", url, env={"SBTEST_LEDGER_TOKEN": "x"})
     one_line_error(proc, 2, "upstream 'ledger'", "has no URL", "SYNCBRIDGE_UPSTREAM_LEDGER_URL",
                    "SBTEST_LEDGER_URL")
-    proc = run("--worker-only", "--app", APP, "--db", url,
+    # The refusal comes before the worker configures logging or connects: in this process.
+    proc = cli("--worker-only", "--app", APP, "--db", url,
                env={"SBTEST_LEDGER_URL": "http://127.0.0.1:9"})
     one_line_error(proc, 2, "upstream 'ledger'", "${SBTEST_LEDGER_TOKEN}", "not set")
     # The demo app outside demo mode: its CRM and Billing have no URL either.
-    proc = run("--worker-only", "--db", url)
+    proc = cli("--worker-only", "--db", url)
     one_line_error(proc, 2, "upstream 'billing'", "SYNCBRIDGE_BILLING_URL", "--demo")
     assert not Path(f"{tmp_path}/nourl.db").exists()  # refused before connecting
 
@@ -305,7 +317,7 @@ def test_check_lists_types_policies_and_masked_upstreams(db_url: str, db: Databa
 def test_check_fails_on_problems_and_writes_nothing(tmp_path: Path) -> None:
     # No database file: a problem, and check does not create one.
     missing = tmp_path / "missing.db"
-    proc = run("check", "--app", APP, "--db", f"sqlite:///{missing}", env=LEDGER_ENV)
+    proc = cli("check", "--app", APP, "--db", f"sqlite:///{missing}", env=LEDGER_ENV)
     assert proc.returncode == 1 and "does not exist" in proc.stderr
     assert not missing.exists()
 
@@ -319,7 +331,7 @@ def test_check_fails_on_problems_and_writes_nothing(tmp_path: Path) -> None:
             cfg = alembic_config()
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "0005")
-        proc = run("check", "--app", APP, "--db", f"sqlite:///{behind}", env=LEDGER_ENV)
+        proc = cli("check", "--app", APP, "--db", f"sqlite:///{behind}", env=LEDGER_ENV)
         assert proc.returncode == 1, proc.stdout
         [line] = proc.stderr.strip().splitlines()
         assert "schema is at 0005" in line and "syncbridge db upgrade" in line
@@ -330,7 +342,7 @@ def test_check_fails_on_problems_and_writes_nothing(tmp_path: Path) -> None:
         db.dispose()
 
     # Unreachable, and an upstream without a URL: one line each.
-    proc = run("check", "--app", APP, "--db", "postgresql+psycopg://postgres@127.0.0.1:1/x")
+    proc = cli("check", "--app", APP, "--db", "postgresql+psycopg://postgres@127.0.0.1:1/x")
     assert proc.returncode == 1
     problems = proc.stderr.strip().splitlines()
     assert len(problems) == 3 and "Traceback" not in proc.stderr, problems

@@ -16,6 +16,7 @@ from core import reads
 from core.db import Database
 from core.migrations import current_revision, head_revision
 from core.models import jobs_t
+from tests.helpers import in_process
 
 CLI = [sys.executable, "-m", "syncbridge_tui"]
 
@@ -113,26 +114,30 @@ def test_illegal_transitions_exit_1_with_reason(
 
 
 def test_bad_database_urls(tmp_path: Path) -> None:
-    assert_one_line_error(run("jobs", db="mysql://x/y"), 2, "SYNCBRIDGE_DATABASE_URL")
-    assert_one_line_error(run("jobs", db="postgresql+psycopg://postgres@127.0.0.1:1/nope"), 1,
-                          "database error")
-    assert_one_line_error(run("jobs", db=f"sqlite:///{tmp_path}/missing/dir/x.db"), 1,
-                          "does not exist")
-    assert_one_line_error(run("jobs", db="postgresql+psycopg://u@h:port/db"), 1, "malformed")
+    assert_one_line_error(in_process("jobs", "--db", "mysql://x/y"), 2,
+                          "SYNCBRIDGE_DATABASE_URL")
+    assert_one_line_error(
+        in_process("jobs", "--db", "postgresql+psycopg://postgres@127.0.0.1:1/nope"), 1,
+        "database error")
+    assert_one_line_error(in_process("jobs", "--db", f"sqlite:///{tmp_path}/missing/dir/x.db"),
+                          1, "does not exist")
+    assert_one_line_error(in_process("jobs", "--db", "postgresql+psycopg://u@h:port/db"), 1,
+                          "malformed")
 
 
 def test_bad_settings_name_the_variable(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path}/s.db"
-    proc = run("jobs", db=db, env={"SYNCBRIDGE_MAX_RETRIES": "lots"})
+    proc = in_process("jobs", "--db", db, env={"SYNCBRIDGE_MAX_RETRIES": "lots"})
     assert_one_line_error(proc, 2, "SYNCBRIDGE_MAX_RETRIES")
-    proc = run("jobs", db=db, env={"SYNCBRIDGE_LEASE_SECONDS": "-1"})
+    proc = in_process("jobs", "--db", db, env={"SYNCBRIDGE_LEASE_SECONDS": "-1"})
     assert_one_line_error(proc, 2, "SYNCBRIDGE_LEASE_SECONDS")
-    proc = run("jobs", db=db, env={"SYNCBRIDGE_CRM_URL": "ftp://x"})
+    proc = in_process("jobs", "--db", db, env={"SYNCBRIDGE_CRM_URL": "ftp://x"})
     assert_one_line_error(proc, 2, "SYNCBRIDGE_CRM_URL")
 
 
 def test_bulk_enqueue_from_stdin(url: str) -> None:
-    proc = run("enqueue", "invoice", "--from-file", "-", db=url, stdin="i_1\ni_2\ni_1\n")
+    proc = in_process("enqueue", "invoice", "--from-file", "-", "--db", url,
+                      stdin="i_1\ni_2\ni_1\n")
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert out["created"] == 2 and len(out["jobs"]) == 3
@@ -156,19 +161,21 @@ def test_demo_worker_metrics_end_to_end(url: str) -> None:
     for e in finished:
         assert e["correlation_id"] == stored[e["job_id"]].correlation_id, e
     assert {e["job_id"] for e in finished} == set(stored)  # every job logged its attempts
+    # The worker above and `metrics --json` are real processes; the reads after them check
+    # what they print, in this process.
     metrics = json.loads(run("metrics", "--json", db=url).stdout)
     assert metrics["by_status"] == {"pending": 0, "running": 0, "success": 4, "failed": 2,
                                     "dead": 2, "canceled": 0}
     assert metrics["dead_letter_depth"] == 2
     assert metrics["retry_count"] == 2 * 2 + 2 * 3
     assert metrics["per_type"]["invoice"]["total_jobs"] == 3
-    jobs = json.loads(run("jobs", "--status", "dead", "--json", db=url).stdout)
+    jobs = json.loads(in_process("jobs", "--status", "dead", "--json", "--db", url).stdout)
     assert {j["entity_id"] for j in jobs} == {"c_1002", "i_2002"}
-    shown = json.loads(run("show", str(jobs[0]["id"]), "--json", db=url).stdout)
+    shown = json.loads(in_process("show", str(jobs[0]["id"]), "--json", "--db", url).stdout)
     assert len(shown["attempts"]) == 4
-    replay = run("replay", str(jobs[0]["id"]), db=url)
+    replay = in_process("replay", str(jobs[0]["id"]), "--db", url)
     assert replay.returncode == 0 and "replayed as job" in replay.stdout
-    text = run("metrics", db=url)
+    text = in_process("metrics", "--db", url)
     assert text.returncode == 0, text.stderr
     # The text table's counts are the database's (the replay added one pending job).
     table = text.stdout.strip().split("\n\n")[0]  # then a blank line and the retention line
@@ -207,7 +214,7 @@ def test_db_upgrade_is_idempotent(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path}/u.db"
     first = run("db", "upgrade", db=db)
     assert first.returncode == 0 and "upgraded to" in first.stdout
-    second = run("db", "upgrade", db=db)
+    second = in_process("db", "upgrade", "--db", db)
     assert second.returncode == 0 and "already at" in second.stdout
     database = Database(db)
     try:

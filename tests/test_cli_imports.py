@@ -29,11 +29,12 @@ code = main(sys.argv[1:])
 loaded = sorted(m for m in sys.modules
                 if m.split(".")[0] in ("textual", "rich") and sys.modules[m] is not None)
 print("LOADED=" + json.dumps(loaded))
+print("ALEMBIC=" + json.dumps("alembic" in sys.modules))
 sys.exit(code)
 """
 
 
-def probe(*args: str) -> list[str]:
+def probe(*args: str, alembic: list[bool] | None = None) -> list[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SYNCBRIDGE_")}
     env["SYNCBRIDGE_DEMO"] = "1"  # the headless worker runs the demo app on the mock
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
@@ -42,6 +43,9 @@ def probe(*args: str) -> list[str]:
     assert proc.returncode == 0, proc.stderr
     line = next(x for x in proc.stdout.splitlines() if x.startswith("LOADED="))
     loaded: list[str] = json.loads(line.removeprefix("LOADED="))
+    if alembic is not None:
+        line = next(x for x in proc.stdout.splitlines() if x.startswith("ALEMBIC="))
+        alembic.append(json.loads(line.removeprefix("ALEMBIC=")))
     return loaded
 
 
@@ -52,3 +56,18 @@ def probe(*args: str) -> list[str]:
 def test_cli_does_not_import_textual_or_rich(tmp_path: Path, args: tuple[str, ...]) -> None:
     url = f"sqlite:///{tmp_path}/cli.db"
     assert probe(*args, "--db", url) == []
+
+
+def test_a_command_on_a_database_at_head_does_not_import_alembic(tmp_path: Path) -> None:
+    from core.db import Database
+    from core.migrations import upgrade
+
+    url = f"sqlite:///{tmp_path}/cli.db"
+    db = Database(url)
+    try:
+        upgrade(db)
+    finally:
+        db.dispose()
+    alembic: list[bool] = []
+    assert probe("jobs", "--limit", "1", "--db", url, alembic=alembic) == []
+    assert alembic == [False]

@@ -12,7 +12,7 @@ import pytest
 import core.demo
 from core import clock, reads, schedules
 from core.db import Database
-from tests.test_cli import assert_one_line_error, cli, run, url  # noqa: F401 - fixtures
+from tests.test_cli import assert_one_line_error, cli, url  # noqa: F401 - fixtures
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
 T0 = datetime(2026, 12, 2, 9, 0, 0, tzinfo=UTC).timestamp()
@@ -41,9 +41,9 @@ def test_enqueue_in_and_at_wait_pending_with_their_next_run(cli: Cli, url: str, 
     (["--at", "next tuesday"], "bad time"),
     (["--in", "5m", "--at", "2026-12-03T00:00:00Z"], "not allowed with"),
 ])
-def test_bad_times_are_one_line_exit_2(args: list[str], fragment: str, url: str  # noqa: F811
-                                       ) -> None:
-    proc = run("enqueue", "customer", "c_1", *args, db=url)
+def test_bad_times_are_one_line_exit_2(args: list[str], fragment: str, url: str,  # noqa: F811
+                                       cli: Cli) -> None:  # noqa: F811
+    proc = cli("enqueue", "customer", "c_1", *args, db=url)
     assert_one_line_error(proc, 2, fragment)
     assert "Traceback" not in proc.stderr
 

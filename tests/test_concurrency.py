@@ -20,7 +20,7 @@ from core.db import Database, DatabaseError
 from core.demo import registry
 from core.integrations.mock import SCENARIOS, MockUpstream
 from core.worker import Worker
-from tests.helpers import async_wait_for, wait_for
+from tests.helpers import async_wait_for, in_process, wait_for
 
 TYPES = registry.names()
 CLI = [sys.executable, "-m", "syncbridge_tui"]
@@ -179,8 +179,9 @@ def test_log_file_setting_gets_the_json_lines(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SYNCBRIDGE_")}
     env.update(SYNCBRIDGE_DATABASE_URL=f"sqlite:///{tmp_path}/l.db",
                SYNCBRIDGE_LOG_FILE=str(log), SYNCBRIDGE_DEMO="1")
-    subprocess.run([*CLI, "enqueue", "customer", "c_1001"], env=env, check=True,
-                   capture_output=True, timeout=60)
+    enqueued = in_process("enqueue", "customer", "c_1001",
+                          env={k: v for k, v in env.items() if k.startswith("SYNCBRIDGE_")})
+    assert enqueued.returncode == 0, enqueued.stderr
     proc = subprocess.run([*CLI, "--worker-only", "--until-empty"], env=env,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and proc.stderr == ""

@@ -14,7 +14,14 @@ from sqlalchemy import func, inspect, select, text
 
 from core import clock, completion, enqueue, leases, reads
 from core.db import Database
-from core.migrations import alembic_config, current_revision, head_revision
+from core.migrations import (
+    _scripted_head,
+    _stamped_revision,
+    alembic_config,
+    current_revision,
+    head_revision,
+    upgrade,
+)
 from core.models import attempts_t
 from core.records import Completion
 from tests.conftest import PG_ADMIN_DSN, _pg_url
@@ -106,3 +113,14 @@ def test_head_schema_has_no_attempt_fk_and_byte_order_keys(empty_db: Database) -
     _migrate(db, "downgrade", "0002")
     assert [fk["referred_table"] for fk in inspect(db.engine).get_foreign_keys(
         "sync_job_attempts")] == ["sync_jobs"]
+
+
+def test_the_fast_head_check_agrees_with_alembic(empty_db: Database) -> None:
+    """upgrade() skips Alembic when the scripts' head, read as text, is the stamped one."""
+    assert _scripted_head() == head_revision() is not None
+    assert _stamped_revision(empty_db) is None
+    _migrate(empty_db, "upgrade", "0002")
+    assert _stamped_revision(empty_db) == "0002"
+    assert upgrade(empty_db) is True
+    assert _stamped_revision(empty_db) == current_revision(empty_db) == head_revision()
+    assert upgrade(empty_db) is False

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-from core import heartbeats, metrics
 from syncbridge_tui.commands.common import (
     EXIT_OK,
     app_for,
@@ -15,8 +15,16 @@ from syncbridge_tui.commands.common import (
 )
 from syncbridge_tui.text import ago, clean, ms, pct, until
 
+if TYPE_CHECKING:
+    from core.metrics import Metrics
+
+# core.metrics and core.heartbeats are imported by the commands that read them: the
+# command line imports this module for every command.
+
 
 def cmd_metrics(args: argparse.Namespace) -> int:
+    from core import metrics
+
     settings = settings_for(args)
     registry = app_for(settings)
     db = open_db(settings)
@@ -47,7 +55,7 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def retention_line(m: metrics.Metrics) -> str:
+def retention_line(m: Metrics) -> str:
     """The pruner's figures in one line (the CLI and the console's metrics pane)."""
     r = m.retention
     if r.last_run_at is None:
@@ -59,6 +67,8 @@ def retention_line(m: metrics.Metrics) -> str:
 
 
 def cmd_workers(args: argparse.Namespace) -> int:
+    from core import heartbeats
+
     db = open_db(settings_for(args))
     workers = heartbeats.list_workers(db)
     if args.json:
