@@ -113,6 +113,11 @@ def test_worker_stops_claiming_without_its_heartbeat(db: Database, settings: Set
         await async_wait_for(lambda: worker.state == "running", 10)
         broken.set()
         await async_wait_for(lambda: not worker._heartbeat_ok, 10, message="heartbeat failure")
+        # A claim the loop sent before the failure may still be running (in its thread, on
+        # a loaded machine): the job goes in once the loop has turned twice since, so the
+        # turn that sees it began after the failure.
+        seen = loop_turns[0]
+        await async_wait_for(lambda: loop_turns[0] >= seen + 2, 10, message="two turns")
         job_id = enqueue.enqueue(db, "customer", "c_1001", known_types=TYPES,
                                max_attempts=4).job_id
         # The claim loop goes round ten times with the job there; it must stay unclaimed.
