@@ -21,7 +21,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from bench.common import Skip, Workers, fresh_pg, fresh_sqlite, median, percentile, wait_until
+from bench.common import (
+    Skip,
+    Workers,
+    comma_list,
+    fresh_pg,
+    fresh_sqlite,
+    median,
+    percentile,
+    wait_until,
+)
 
 NOOP, FAIL_ONCE, PROBE = "bench_noop", "bench_fail_once", "bench_probe"
 WORKLOADS = ("drain", "fail_once", "enqueue", "latency", "customer")
@@ -336,11 +345,7 @@ def main(argv: list[str] | None = None) -> int:
         args.n, args.repeat = 1000, 1
     keys = {k for k in args.systems.split(",") if k}
     chosen = [s for s in systems() if not keys or s.key in keys]
-    workloads = [w for w in args.workloads.split(",") if w]
-    for w in workloads:
-        if w not in WORKLOADS:
-            print(f"unknown workload {w!r}", file=sys.stderr)
-            return 2
+    workloads = comma_list(args.workloads, WORKLOADS, "workload")
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)

@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -220,3 +220,14 @@ def percentile(values: list[float], q: float) -> float:
 
 if __name__ == "__main__":
     child(sys.argv[1:])
+
+
+def comma_list(raw: str, known: Collection[str], what: str) -> list[str]:
+    """A comma-separated choice from the command line; an unknown item is one line on
+    stderr and exit status 2 (argparse's own for bad arguments)."""
+    items = [x for x in raw.split(",") if x]
+    bad = [x for x in items if x not in known]
+    if bad:
+        print(f"unknown {what}: {', '.join(bad)} (known: {', '.join(known)})", file=sys.stderr)
+        raise SystemExit(2)
+    return items

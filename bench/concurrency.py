@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import jobs, sb
-from bench.common import Workers, fresh_pg, fresh_sqlite, median, percentile
+from bench.common import Workers, comma_list, fresh_pg, fresh_sqlite, median, percentile
 from bench.latency_server import Running, proc_cpu_seconds, start
 
 BACKENDS = {"pg": "PostgreSQL", "sqlite": "SQLite"}
@@ -210,11 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cs = [int(x) for x in args.concurrency.split(",") if x]
-    backends = [b for b in args.db.split(",") if b]
-    for b in backends:
-        if b not in BACKENDS:
-            print(f"unknown database {b!r} (pg, sqlite)", file=sys.stderr)
-            return 2
+    backends = comma_list(args.db, BACKENDS, "database")
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)

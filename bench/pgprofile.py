@@ -58,7 +58,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.cli import DRAINS, NOOP, System, fresh, run_drain, systems
-from bench.common import PG_ADMIN_DSN, Skip, fresh_pg, median
+from bench.common import PG_ADMIN_DSN, Skip, comma_list, fresh_pg, median
 
 PG_SYSTEMS = ("sb_pg", "pgqueuer", "bare_pg")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -631,12 +631,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    keys = [k for k in args.systems.split(",") if k]
-    workloads = [w for w in args.workloads.split(",") if w]
-    bad = [k for k in keys if k not in PG_SYSTEMS] + [w for w in workloads if w not in DRAINS]
-    if bad:
-        print(f"unknown system or workload: {', '.join(bad)}", file=sys.stderr)
-        return 2
+    keys = comma_list(args.systems, PG_SYSTEMS, "system")
+    workloads = comma_list(args.workloads, DRAINS, "workload")
     chosen = [s for s in systems() if s.key in keys]
     labels = {s.key: s.label for s in chosen}
     for s in chosen:

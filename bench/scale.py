@@ -40,7 +40,16 @@ from pathlib import Path
 from typing import Any
 
 from bench import console, jobs, prune, sb
-from bench.common import Control, Workers, fresh_pg, fresh_sqlite, median, percentile, wait_until
+from bench.common import (
+    Control,
+    Workers,
+    comma_list,
+    fresh_pg,
+    fresh_sqlite,
+    median,
+    percentile,
+    wait_until,
+)
 
 PARTS = ("drain", "latency", "console", "metrics", "prune")
 NAMES = {"sqlite": "SQLite", "pg": "PostgreSQL"}
@@ -501,12 +510,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    parts = [x for x in args.parts.split(",") if x]
-    backends = [b for b in args.backends.split(",") if b]
-    bad = [x for x in parts if x not in PARTS] + [b for b in backends if b not in NAMES]
-    if bad:
-        print(f"unknown part or backend: {', '.join(bad)}", file=sys.stderr)
-        return 2
+    parts = comma_list(args.parts, PARTS, "part")
+    backends = comma_list(args.backends, NAMES, "backend")
     from core.logging import configure
 
     configure(level="warning", quiet=True)

@@ -17,9 +17,11 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "RELIABILITY.md"
 Observed = list[tuple[str, str, list[str]]]  # (expected, final, attempt outcomes)
 
 
-def _run(lost: int) -> Observed:
+def _run(left_running: int) -> Observed:
+    """One job recovered and finished, and `left_running` jobs whose lease expired and that
+    nobody finished: what `lost` and `stuck` are then counted from."""
     ok: Observed = [("success", "success", ["lease_expired", "success"])]
-    return ok + [("success", "running", ["lease_expired"])] * lost
+    return ok + [("success", "running", ["lease_expired"])] * left_running
 
 
 def _summary(observed: Observed) -> dict[str, dict[str, object]]:
@@ -32,7 +34,7 @@ def _summary(observed: Observed) -> dict[str, dict[str, object]]:
 
 
 def test_the_table_shows_the_summary_figures() -> None:
-    observed = _run(lost=7)
+    observed = _run(left_running=7)
     figures = _summary(observed)["test_crash_in_the_flush_window_loses_only_retried_work[sqlite]"]
     row = report.figures_table(_summary(observed)).splitlines()[-1]
     cells = [c.strip() for c in row.strip("|").split("|")]
@@ -46,7 +48,7 @@ def test_the_document_has_every_generated_block() -> None:
     for name in report.BLOCKS:
         assert f"<!-- BEGIN generated:{name} -->" in text
         assert f"<!-- END generated:{name} -->" in text
-    observed = _run(lost=5)
+    observed = _run(left_running=5)
     figures = _summary(observed)["test_crash_in_the_flush_window_loses_only_retried_work[sqlite]"]
     rendered = report.render_into(text, _summary(observed))
     assert f"| {figures['lost']} | {figures['duplicated']} | {figures['stuck']} |" in rendered
@@ -54,4 +56,4 @@ def test_the_document_has_every_generated_block() -> None:
 
 def test_a_document_without_markers_is_refused() -> None:
     with pytest.raises(SystemExit, match="markers"):
-        report.render_into("no markers here", _summary(_run(lost=0)))
+        report.render_into("no markers here", _summary(_run(left_running=1)))
